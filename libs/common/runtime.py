@@ -1,0 +1,83 @@
+"""What a service process builds once in its lifespan: DB engine, sessions, broker, outbox relay, artifact store.
+
+Each service's ``app.py`` is its composition root: it builds a ``ServiceRuntime``, registers its handlers on
+``runtime.broker`` and calls ``start()``/``stop()`` from its lifespan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from faststream.kafka import KafkaBroker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from libs.common.artifacts import ArtifactStore
+from libs.common.broker import make_broker
+from libs.common.db import make_engine, make_sessionmaker, upgrade_database
+from libs.common.outbox import run_relay
+from libs.common.settings import KefuSettings
+
+log = logging.getLogger("kefu.runtime")
+
+
+@dataclass
+class ServiceRuntime:
+    name: str
+    settings: KefuSettings
+    engine: AsyncEngine
+    sessions: async_sessionmaker
+    broker: KafkaBroker
+    artifacts: ArtifactStore
+    outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, name: str, settings: KefuSettings) -> ServiceRuntime:
+        engine = make_engine(settings.effective_database_url)
+        return cls(
+            name=name,
+            settings=settings,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            broker=make_broker(settings, service=name),
+            artifacts=ArtifactStore(settings.home),
+        )
+
+    async def start(self) -> None:
+        """Migrate (if asked), connect the broker (starting registered subscribers) and start the outbox relay."""
+        if self.settings.migrate_on_start:
+            # Alembic's env runs its own event loop: give it a thread.
+            await asyncio.to_thread(upgrade_database, self.settings.effective_database_url)
+        await self.broker.start()
+        self.spawn(
+            run_relay(
+                self.broker, self.sessions, poll_seconds=self.settings.outbox_poll_seconds, wake=self.outbox_wake
+            ),
+            name=f"{self.name}-outbox-relay",
+        )
+        log.info(
+            "%s runtime started (db=%s, kafka=%s)", self.name, self.engine.url.drivername, self.settings.kafka_bootstrap
+        )
+
+    def spawn(self, coro, *, name: str) -> asyncio.Task:  # type: ignore[no-untyped-def]
+        """A background task that lives as long as the service and is cancelled on stop."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.append(task)
+        return task
+
+    def kick_outbox(self) -> None:
+        """Publish staged events now instead of at the next poll."""
+        self.outbox_wake.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.broker.stop()
+        await self.engine.dispose()

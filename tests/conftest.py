@@ -1,0 +1,89 @@
+"""Fixtures for real infrastructure: a Tansu broker on a free port and a throwaway PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from kefu.tansu import create_topics, tansu_command, wait_port
+from libs.common.db import upgrade_database
+from libs.common.events import all_topic_names
+from libs.common.settings import KefuSettings
+
+PG_ADMIN_DSN = os.environ.get("KEFU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[str]:
+    """A real Kafka-protocol broker (Tansu, memory storage) with the lifecycle topics created."""
+    port = free_port()
+    proc = subprocess.Popen(tansu_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bootstrap = f"127.0.0.1:{port}"
+    try:
+        asyncio.run(wait_port("127.0.0.1", port))
+        asyncio.run(create_topics(bootstrap, all_topic_names()))
+        yield bootstrap
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, migrated to head, dropped afterwards."""
+    name = f"kefu_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        try:
+            conn = await asyncpg.connect(PG_ADMIN_DSN)
+        except OSError as exc:
+            pytest.fail(f"PostgreSQL is required at {PG_ADMIN_DSN} (set KEFU_TEST_PG_DSN): {exc}")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+    url = f"{base}/{name}"
+    try:
+        upgrade_database(url)
+        yield url
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, tansu: str, pg_url: str) -> KefuSettings:
+    return KefuSettings(
+        home=tmp_path / "home",
+        database_url=pg_url,
+        kafka_bootstrap=tansu,
+        kafka_session_timeout_ms=2000,
+        kafka_heartbeat_interval_ms=500,
+        migrate_on_start=False,
+        outbox_poll_seconds=0.05,
+    )
+
+
+@pytest.fixture
+async def db_sessions(pg_url: str) -> AsyncIterator:
+    from libs.common.db import make_engine, make_sessionmaker
+
+    engine = make_engine(pg_url)
+    yield make_sessionmaker(engine)
+    await engine.dispose()
