@@ -7,6 +7,7 @@ Memory storage: fast and fine for the single-machine stack and tests; it forgets
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -51,9 +52,7 @@ async def create_topics(bootstrap: str, names: list[str], partitions: int = 4) -
         existing = set(await admin.list_topics())
         missing = [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names if n not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         await admin.close()

@@ -61,3 +61,17 @@ class OutboxMessage(Base):
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class Dataset(Base):
+    """A content-addressed dataset version (ingest or a feedback release) and where it came from."""
+
+    __tablename__ = "datasets"
+    dataset_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    uri: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    parent_dataset_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    counts: Mapped[dict] = mapped_column(JSON, default=dict)
+    card: Mapped[dict] = mapped_column(JSON, default=dict)
+    flag_ids: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,37 @@
+# kefu — two commands for a new machine: `make demo` and `make test`. Both set up the environment first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kefu-setup
+
+.PHONY: setup test test-fast lint demo up clean
+
+setup: $(STAMP)
+
+# Idempotent: re-runs only when pyproject.toml changes. torch goes in FIRST and pinned: a bare `torch`
+# requirement would pull a multi-GB CUDA build; 2.13.0 resolves to the CPU wheel on these machines.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	@touch $(STAMP)
+
+test: setup
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+demo: setup
+	$(BIN)/kefu demo
+
+up: setup
+	$(BIN)/kefu up
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,92 @@
+"""The ``kefu`` command: the stack (up/status/serve/db) plus each service's own commands (ingest, train, …)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kefu.registry import optional_module, service_names
+
+app = typer.Typer(
+    help="kefu (客服): FAQ knowledge → fine-tuned customer-service LLM, served and improved from feedback.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _settings(home: Path | None = None):  # type: ignore[no-untyped-def]
+    from libs.common.settings import KefuSettings
+
+    return KefuSettings(home=home) if home else KefuSettings()
+
+
+@app.command()
+def up(
+    kafka_port: Annotated[int, typer.Option(help="Port of the embedded Kafka-protocol broker (Tansu).")] = 19092,
+    only: Annotated[str | None, typer.Option(help="Comma-separated services to start (default: all).")] = None,
+    home: Annotated[Path | None, typer.Option(help="Artifact/state root (default $KEFU_HOME or ~/.kefu).")] = None,
+) -> None:
+    """Start the single-machine stack: broker, sidecars and every service, supervised, until Ctrl-C."""
+    from kefu.stack import Stack
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        wanted = [s.strip() for s in only.split(",")] if only else None
+        async with Stack(_settings(home), kafka_port=kafka_port, only=wanted, say=lambda s: print(s, flush=True)) as st:
+            await st.wait_healthy()
+            await stop.wait()
+            print("stopping", flush=True)
+        print("stopped", flush=True)
+
+    asyncio.run(run())
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    home: Annotated[Path | None, typer.Option(help="State root of the stack to inspect.")] = None,
+) -> None:
+    """Show the processes of the running `kefu up` stack."""
+    from kefu.stack import read_status
+
+    doc = read_status(_settings(home).home)
+    if as_json:
+        print(json.dumps({"services": [{k: s[k] for k in ("name", "pid", "state")} for s in doc["services"]]}))
+        return
+    if not doc["services"]:
+        print("no stack has run under this KEFU_HOME")
+    for s in doc["services"]:
+        print(f"{s['name']:<10} {s['state']:<11} pid={s['pid']} {' '.join(s.get('endpoints', []))}")
+
+
+@app.command()
+def serve(name: Annotated[str, typer.Argument(help="Service to run in this process.")]) -> None:
+    """Run one service in the foreground (what `kefu up` starts for each service)."""
+    if name not in service_names():
+        raise typer.BadParameter(f"unknown service {name!r}; known: {', '.join(service_names())}")
+    importlib.import_module(f"services.{name}.app").main()
+
+
+@app.command("db-upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (the stack does this itself at start)."""
+    from libs.common.db import upgrade_database
+
+    settings = _settings()
+    upgrade_database(settings.effective_database_url)
+    print(f"database at head: {settings.effective_database_url}")
+
+
+for _name in service_names():
+    _module = optional_module(_name, "cli")
+    if _module is not None:
+        _module.register(app)
