@@ -6,6 +6,9 @@ single-machine stack needs no server. Several processes share that SQLite file: 
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,5 +57,14 @@ def upgrade_database(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
-def database_url(settings: KefuSettings) -> str:
-    return settings.effective_database_url
+@asynccontextmanager
+async def open_database(settings: KefuSettings, *, migrate: bool = True) -> AsyncIterator[async_sessionmaker]:
+    """Sessions for a short-lived command (CLI): migrate if asked, dispose the engine at the end."""
+    url = settings.effective_database_url
+    if migrate:
+        await asyncio.to_thread(upgrade_database, url)
+    engine = make_engine(url)
+    try:
+        yield make_sessionmaker(engine)
+    finally:
+        await engine.dispose()

@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 
 from faststream.kafka import KafkaBroker
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from libs.common.broker import publish_json
+from libs.common.broker import make_broker, publish_json
 from libs.common.events import Event
+from libs.common.settings import KefuSettings
 from libs.common.tables import EventLedger, OutboxMessage, ProcessedEvent, utcnow
 
 log = logging.getLogger("kefu.outbox")
@@ -52,35 +54,65 @@ def enqueue(session: AsyncSession, event: Event) -> None:
     )
 
 
-async def publish_pending(broker: KafkaBroker, sessions: async_sessionmaker, *, limit: int = 100) -> int:
-    """Publish unpublished outbox rows in order; returns how many were sent.
+async def publish_pending(
+    broker: KafkaBroker, sessions: async_sessionmaker, *, limit: int = 100, lease_seconds: float = 30.0
+) -> int:
+    """Publish unpublished outbox rows in id order; returns how many were sent.
 
-    ``FOR UPDATE SKIP LOCKED`` lets several replicas of a service relay without sending a row twice (PostgreSQL;
-    SQLite serialises writers anyway). A row is marked published only after the broker acknowledged it.
+    Rows are leased first in one UPDATE (with ``SKIP LOCKED`` on PostgreSQL), so concurrent relays — every
+    service runs one, and CLI commands flush too — never send a row twice. A row is marked published only after
+    the broker acknowledged it; a failure releases the lease of the rows not sent, for the next pass.
     """
-    sent = 0
+    now = utcnow()
     async with sessions() as session, session.begin():
-        rows = (
-            await session.scalars(
-                select(OutboxMessage)
-                .where(OutboxMessage.published_at.is_(None))
-                .order_by(OutboxMessage.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
+        due = (
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.published_at.is_(None),
+                or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now),
+            )
+            .order_by(OutboxMessage.id)
+            .limit(limit)
+        )
+        if session.bind.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        leased = (
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(due.scalar_subquery()))
+                .values(lease_until=now + timedelta(seconds=lease_seconds), attempts=OutboxMessage.attempts + 1)
+                .returning(
+                    OutboxMessage.id,
+                    OutboxMessage.topic,
+                    OutboxMessage.key,
+                    OutboxMessage.payload,
+                    OutboxMessage.event_id,
+                )
             )
         ).all()
-        for row in rows:
-            try:
-                await publish_json(broker, topic=row.topic, key=row.key, payload=row.payload, event_id=row.event_id)
-            except Exception as exc:  # noqa: BLE001 - keep the row; retry on the next pass
-                row.attempts += 1
-                row.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-                log.warning("outbox publish of %s to %s failed: %s", row.event_id, row.topic, row.last_error)
-                break  # keep per-key order: don't publish later rows past a failed one
-            row.published_at = utcnow()
-            row.attempts += 1
-            sent += 1
-    return sent
+    sent: list[int] = []
+    failed: tuple[int, str] | None = None
+    for row in sorted(leased, key=lambda r: r.id):
+        try:
+            await publish_json(broker, topic=row.topic, key=row.key, payload=row.payload, event_id=row.event_id)
+        except Exception as exc:  # noqa: BLE001 - keep the row; retry on the next pass
+            failed = (row.id, f"{type(exc).__name__}: {exc}"[:2000])
+            log.warning("outbox publish of %s to %s failed: %s", row.event_id, row.topic, failed[1])
+            break  # keep per-key order: don't publish later rows past a failed one
+        sent.append(row.id)
+    async with sessions() as session, session.begin():
+        if sent:
+            await session.execute(
+                update(OutboxMessage).where(OutboxMessage.id.in_(sent)).values(published_at=utcnow(), lease_until=None)
+            )
+        unsent = [r.id for r in leased if r.id not in sent]
+        if unsent:
+            await session.execute(update(OutboxMessage).where(OutboxMessage.id.in_(unsent)).values(lease_until=None))
+        if failed:
+            await session.execute(
+                update(OutboxMessage).where(OutboxMessage.id == failed[0]).values(last_error=failed[1])
+            )
+    return len(sent)
 
 
 async def run_relay(
@@ -96,3 +128,17 @@ async def run_relay(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=poll_seconds)
         wake.clear()
+
+
+async def flush_outbox(settings: KefuSettings, sessions: async_sessionmaker, *, client: str) -> int | None:
+    """For short-lived commands: publish what is pending now. None if the broker is unreachable; the rows stay
+    in the outbox and any running service's relay publishes them later."""
+    broker = make_broker(settings, service=client)
+    try:
+        await asyncio.wait_for(broker.start(), timeout=10)
+        return await publish_pending(broker, sessions)
+    except (TimeoutError, OSError) as exc:
+        log.warning("broker %s unreachable (%r): events stay queued in the outbox", settings.kafka_bootstrap, exc)
+        return None
+    finally:
+        await broker.stop()

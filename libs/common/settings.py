@@ -52,3 +52,7 @@ class KefuSettings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.home / 'kefu.db'}"
+
+    def endpoints(self) -> dict[str, str]:
+        """Where this process listens, by protocol (``http``, ``grpc``…); services override it."""
+        return {}

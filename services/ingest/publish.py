@@ -6,21 +6,17 @@ Storing is idempotent: the same content (same dataset id) is stored and announce
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from libs.common.artifacts import ArtifactStore
-from libs.common.broker import make_broker
-from libs.common.db import make_engine, make_sessionmaker, upgrade_database
+from libs.common.db import open_database
 from libs.common.events import DatasetReady
-from libs.common.outbox import enqueue, publish_pending
+from libs.common.outbox import enqueue, flush_outbox
 from libs.common.tables import Dataset
 from services.ingest.settings import Settings
-
-log = logging.getLogger("kefu.ingest")
 
 
 async def store_dataset(
@@ -64,34 +60,20 @@ async def store_dataset(
 
 
 def publish_dataset(out_dir: Path, dataset_id: str, card: dict[str, Any], source: str) -> None:
-    """What ``kefu ingest`` (without --offline) calls: store, then try to relay the event right away.
-
-    If the broker is unreachable the event stays in the outbox; any running kefu service's relay sends it later.
-    """
+    """What ``kefu ingest`` (without --offline) calls: store, then try to relay the event right away."""
     settings = Settings()
-    url = settings.effective_database_url
-    upgrade_database(url)
 
     async def run() -> None:
-        engine = make_engine(url)
-        sessions = make_sessionmaker(engine)
-        try:
+        async with open_database(settings) as sessions:
             event = await store_dataset(sessions, ArtifactStore(settings.home), out_dir, dataset_id, card, source)
             if event is None:
                 print(f"dataset {dataset_id} was already stored and announced")
                 return
-            broker = make_broker(settings, service="ingest-cli")
-            try:
-                await asyncio.wait_for(broker.start(), timeout=10)
-                sent = await publish_pending(broker, sessions)
-                print(f"published dataset.ready for {dataset_id} ({sent} event(s) sent)")
-            except (TimeoutError, OSError) as exc:
-                print(
-                    f"broker {settings.kafka_bootstrap} unreachable ({exc!r}); dataset.ready stays queued in the outbox"
-                )
-            finally:
-                await broker.stop()
-        finally:
-            await engine.dispose()
+            sent = await flush_outbox(settings, sessions, client="ingest-cli")
+            print(
+                f"published dataset.ready for {dataset_id}"
+                if sent
+                else f"dataset.ready for {dataset_id} queued in the outbox (broker unreachable)"
+            )
 
     asyncio.run(run())

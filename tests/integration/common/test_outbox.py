@@ -116,3 +116,30 @@ async def test_relay_keeps_rows_when_the_broker_is_unreachable(settings, db_sess
     async with db_sessions() as s:
         row = await s.scalar(select(OutboxMessage).where(OutboxMessage.key == dataset_id))
     assert row.published_at is None and row.attempts == 1 and row.last_error
+
+
+async def test_concurrent_relays_send_each_row_once(settings, db_sessions) -> None:
+    marker = uuid.uuid4().hex[:8]
+    async with db_sessions() as s, s.begin():
+        for i in range(30):
+            enqueue(s, DatasetReady(dataset_id=f"many-{marker}-{i}", uri="file:///d", source="many"))
+    brokers = [make_broker(settings, service=f"relay-{i}") for i in range(3)]
+    for b in brokers:
+        await b.start()
+    try:
+        counts = await asyncio.gather(*(publish_pending(b, db_sessions, limit=7) for b in brokers for _ in range(3)))
+        while await publish_pending(brokers[0], db_sessions):
+            pass  # rows other tests left unpublished may share the outbox
+    finally:
+        for b in brokers:
+            await b.stop()
+    assert sum(counts) >= 30
+
+    def mine(rs: list) -> list:
+        return [r for r in rs if r.key and r.key.decode().startswith(f"many-{marker}-")]
+
+    records = mine(
+        await read_topic(settings.kafka_bootstrap, Topic.DATASET_READY.value, lambda rs: len(mine(rs)) >= 30)
+    )
+    # Exactly once each: a row sent by two relays would show up twice here.
+    assert sorted(r.key.decode() for r in records) == sorted(f"many-{marker}-{i}" for i in range(30))

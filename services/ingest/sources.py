@@ -1,0 +1,299 @@
+"""Readers that turn a source (file or database) into raw records, and the field mapping that makes them Q-A pairs.
+
+Readers only parse; they never clean. Every reader error is an ``IngestError`` naming the file and, where there is
+one, the line, so the CLI can print it without a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from numbers import Number
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from services.ingest.errors import IngestError
+
+Format = Literal["json", "jsonl", "csv", "sqlite", "postgres"]
+FORMATS: tuple[str, ...] = ("json", "jsonl", "csv", "sqlite", "postgres")
+_SUFFIXES = {
+    ".json": "json",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".db": "sqlite",
+    ".sqlite": "sqlite",
+    ".sqlite3": "sqlite",
+}
+# Tried in order: UTF-8 (a BOM is dropped), then GB18030, a superset of GBK/GB2312 that Excel in China writes.
+_ENCODINGS = ("utf-8-sig", "gb18030")
+
+
+@dataclass(frozen=True)
+class QAPair:
+    """One training example: the question (instruction), optional context (input) and the answer (output)."""
+
+    instruction: str
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    """Which raw-record keys hold the question, the optional context and the answer."""
+
+    question: str
+    answer: str
+    input: str | None = None
+
+
+def is_postgres_url(source: str) -> bool:
+    return source.startswith(("postgresql://", "postgres://"))
+
+
+def display_source(source: str) -> str:
+    """The source as it may be shown or stored: a database password never leaves this function."""
+    if not is_postgres_url(source):
+        return source
+    parts = urlsplit(source)
+    if parts.password is None:
+        return source
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def detect_format(source: str, fmt: str | None = None) -> Format:
+    """The explicit ``fmt`` if given, else the format implied by a postgres URL or the file suffix."""
+    if fmt is not None:
+        if fmt not in FORMATS:
+            raise IngestError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+        return fmt  # type: ignore[return-value]
+    if is_postgres_url(source):
+        return "postgres"
+    suffix = Path(source).suffix.lower()
+    if suffix in _SUFFIXES:
+        return _SUFFIXES[suffix]  # type: ignore[return-value]
+    raise IngestError(f"{source}: cannot tell the format from the suffix {suffix!r}; pass --format")
+
+
+def read_records(source: str, fmt: str | None = None, query: str | None = None) -> Iterator[dict[str, Any]]:
+    """Raw records (column -> value) from ``source``. Database formats need ``query``; file formats refuse one."""
+    kind = detect_format(source, fmt)
+    if kind in ("sqlite", "postgres"):
+        if not query:
+            raise IngestError(f"{display_source(source)}: a {kind} source needs --query (a SELECT statement)")
+        return read_sqlite(Path(source), query) if kind == "sqlite" else read_postgres(source, query)
+    if query:
+        raise IngestError(f"{source}: --query only applies to sqlite and postgres sources, not {kind}")
+    path = Path(source)
+    if kind == "json":
+        return read_json(path)
+    if kind == "jsonl":
+        return read_jsonl(path)
+    return read_csv(path)
+
+
+def decode_bytes(data: bytes, name: str) -> str:
+    """Text of a file in UTF-8 (with or without BOM) or GB18030/GBK; anything else is an error."""
+    for encoding in _ENCODINGS:
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if "\x00" in text:
+            break
+        return text
+    raise IngestError(f"{name}: not UTF-8 or GBK/GB18030 text (is it a binary file?)")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise IngestError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise IngestError(f"{path}: is a directory, expected a file") from None
+    except OSError as exc:
+        raise IngestError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    text = decode_bytes(data, str(path))
+    if not text.strip():
+        raise IngestError(f"{path}: file is empty")
+    return text
+
+
+def _as_object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise IngestError(f"{where}: expected a JSON object with the Q-A fields, got {type(value).__name__}")
+    return value
+
+
+def read_json(path: Path) -> Iterator[dict[str, Any]]:
+    """A ``.json`` file holding one list of objects."""
+    text = _read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise IngestError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, list):
+        raise IngestError(f"{path}: expected a JSON list of objects, got a {type(data).__name__}")
+    return iter([_as_object(item, f"{path}: item {i}") for i, item in enumerate(data, 1)])
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """A ``.jsonl`` file: one JSON object per line; blank lines are skipped."""
+    text = _read_text(path)
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise IngestError(f"{path}: line {lineno}: invalid JSON at column {exc.colno}: {exc.msg}") from None
+        rows.append(_as_object(value, f"{path}: line {lineno}"))
+    return iter(rows)
+
+
+def _sniff_delimiter(header_line: str) -> str:
+    # Look at the header only: answers are full of commas and semicolons, a header rarely is.
+    counts = {d: header_line.count(d) for d in (",", "\t", ";")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def read_csv(path: Path) -> Iterator[dict[str, Any]]:
+    """A CSV with a header row, in UTF-8, UTF-8 with BOM or GBK/GB18030; comma, tab or semicolon separated."""
+    text = _read_text(path)
+    delimiter = _sniff_delimiter(text.lstrip().splitlines()[0])
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    rows: list[dict[str, Any]] = []
+    try:
+        header = [h.strip() for h in next(reader)]
+        if len(set(header)) != len(header):
+            raise IngestError(f"{path}: line 1: duplicate column names in header {header}")
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) > len(header):
+                raise IngestError(
+                    f"{path}: line {reader.line_num}: {len(row)} fields but the header has {len(header)} "
+                    "(an unquoted delimiter inside a value?)"
+                )
+            rows.append(dict(zip(header, [*row, *[None] * (len(header) - len(row))], strict=True)))
+    except csv.Error as exc:
+        raise IngestError(f"{path}: line {reader.line_num}: malformed CSV: {exc}") from None
+    return iter(rows)
+
+
+def read_sqlite(path: Path, query: str) -> Iterator[dict[str, Any]]:
+    """Rows of ``query`` run read-only against a SQLite file."""
+    if not path.is_file():
+        raise IngestError(f"{path}: file not found")
+    with open(path, "rb") as fh:
+        if fh.read(16) != b"SQLite format 3\x00":
+            raise IngestError(f"{path}: not a SQLite database file")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise IngestError(f"{path}: cannot open SQLite database: {exc}") from None
+    try:
+        cursor = conn.execute(query)
+        names = [col[0] for col in cursor.description or ()]
+        if not names:
+            raise IngestError(f"{path}: the query returned no columns (is it a SELECT?)")
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    except sqlite3.Error as exc:
+        raise IngestError(f"{path}: SQLite query failed: {exc}") from None
+    finally:
+        conn.close()
+    return iter(rows)
+
+
+def read_postgres(url: str, query: str) -> Iterator[dict[str, Any]]:
+    """Rows of ``query`` run in a read-only transaction against PostgreSQL (psycopg 3)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    shown = display_source(url)
+
+    def first_line(exc: Exception) -> str:
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
+
+    try:
+        conn = psycopg.connect(url, connect_timeout=10, row_factory=dict_row)
+    except psycopg.Error as exc:
+        raise IngestError(f"{shown}: cannot connect to PostgreSQL: {first_line(exc)}") from None
+    try:
+        with conn:
+            # The query comes from the command line; read-only keeps a typo from changing the company's data.
+            conn.read_only = True
+            cursor = conn.execute(query)  # type: ignore[call-overload]
+            if cursor.description is None:
+                raise IngestError(f"{shown}: the query returned no rows (is it a SELECT?)")
+            rows = [dict(row) for row in cursor.fetchall()]
+    except psycopg.Error as exc:
+        raise IngestError(f"{shown}: PostgreSQL query failed: {first_line(exc)}") from None
+    return iter(rows)
+
+
+def resolve_mapping(
+    keys: list[str],
+    question_field: str | None = None,
+    answer_field: str | None = None,
+    input_field: str | None = None,
+    *,
+    where: str = "source",
+) -> FieldMapping:
+    """Map record keys to question/answer/input, auto-detecting the usual names when no field is given."""
+    by_lower = {k.strip().lower(): k for k in keys}
+
+    def find(name: str | None) -> str | None:
+        if name is None:
+            return None
+        return name if name in keys else by_lower.get(name.strip().lower())
+
+    found = ", ".join(repr(k) for k in keys) or "none"
+    if question_field or answer_field or input_field:
+        mapping = {"question": question_field or "question", "answer": answer_field or "answer"}
+        if input_field:
+            mapping["input"] = input_field
+        missing = [f"{role}={name!r}" for role, name in mapping.items() if find(name) is None]
+        if missing:
+            raise IngestError(f"{where}: mapped field(s) {', '.join(missing)} not found; fields found: {found}")
+        return FieldMapping(find(mapping["question"]), find(mapping["answer"]), find(input_field))  # type: ignore[arg-type]
+    if find("question") and find("answer"):
+        return FieldMapping(find("question"), find("answer"), find("input") or find("context"))  # type: ignore[arg-type]
+    if find("instruction") and find("output"):
+        return FieldMapping(find("instruction"), find("output"), find("input"))  # type: ignore[arg-type]
+    raise IngestError(
+        f"{where}: no question/answer or instruction/input/output fields; fields found: {found} "
+        "(map them with --question-field/--answer-field)"
+    )
+
+
+def field_text(value: Any) -> str | None:
+    """A field value as text: None is empty, numbers become their digits, anything else (bytes, lists) is None."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Number) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def extract_pair(record: Mapping[str, Any], mapping: FieldMapping) -> QAPair | None:
+    """The raw pair of a record, or None when a field holds something that is not text (a blob, a list)."""
+    question = field_text(record.get(mapping.question))
+    answer = field_text(record.get(mapping.answer))
+    context = field_text(record.get(mapping.input)) if mapping.input else ""
+    if question is None or answer is None or context is None:
+        return None
+    return QAPair(question, context, answer)

@@ -1,0 +1,75 @@
+"""Trainer handlers: ``dataset.ready`` → a queued training job; the job runner trains, records, announces."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+
+from libs.common.broker import consumer_options
+from libs.common.events import DatasetReady, ModelFailed, Topic
+from libs.common.jobs import add_job, finish_job
+from libs.common.outbox import claim_event, enqueue
+from libs.common.runtime import ServiceRuntime
+from libs.common.tables import Job
+from services.trainer.config import TrainConfig
+from services.trainer.settings import Settings
+
+log = logging.getLogger("kefu.trainer")
+JOB_KIND = "train"
+
+
+def register(rt: ServiceRuntime, wake: asyncio.Event) -> None:
+    @rt.broker.subscriber(Topic.DATASET_READY.value, **consumer_options(rt.settings, group="trainer"))
+    async def on_dataset_ready(event: DatasetReady) -> None:
+        async with rt.sessions() as session, session.begin():
+            if not await claim_event(session, "trainer", event.event_id):
+                return
+            queued = await add_job(session, JOB_KIND, event.dataset_id, event.model_dump(mode="json"))
+        if queued:
+            log.info("queued training of %s", event.dataset_id)
+            wake.set()
+        else:
+            log.info("dataset %s was already trained or queued; not training it twice", event.dataset_id)
+
+
+async def run_training(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
+    """Train one queued dataset; success → model.trained, failure → model.failed with the reason."""
+    # torch/TRL imports take seconds: keep them off the service's start path.
+    from services.trainer.base_model import resolve_base_model
+    from services.trainer.publish import record_model
+    from services.trainer.sft import train_model
+
+    event = DatasetReady.model_validate(job.payload)
+    work = settings.home / "work" / "trainer" / f"job-{job.id}"
+    try:
+        dataset_dir = rt.artifacts.resolve_uri(event.uri)
+        if not dataset_dir.is_dir():
+            raise FileNotFoundError(f"dataset {event.dataset_id} not found at {dataset_dir}")
+        config = TrainConfig.from_yaml(settings.trainer_config) if settings.trainer_config else TrainConfig()
+        base = await asyncio.to_thread(resolve_base_model, settings.trainer_base_model, settings.home / "base-models")
+        log.info("training %s (job %s, attempt %s) on %s", event.dataset_id, job.id, job.attempts, base)
+        result = await asyncio.to_thread(
+            train_model,
+            dataset_dir,
+            work / "model",
+            config,
+            base=base,
+            tracking_uri=settings.tracking_uri(),
+            artifact_root=settings.home,
+            progress=lambda m: log.info("progress %s", {k: round(v, 4) for k, v in m.items()}),
+        )
+    except Exception as exc:  # any training failure becomes model.failed, never a silent loss
+        reason = f"{type(exc).__name__}: {exc}"
+        log.exception("training %s failed", event.dataset_id)
+        async with rt.sessions() as session, session.begin():
+            await finish_job(session, job.id, error=reason)
+            enqueue(session, ModelFailed(dataset_id=event.dataset_id, reason=reason[:2000]))
+        rt.kick_outbox()
+        return
+    async with rt.sessions() as session, session.begin():
+        await record_model(session, rt.artifacts, result)
+        await finish_job(session, job.id, result={"model_id": result.model_id, "metrics": result.metrics})
+    rt.kick_outbox()
+    shutil.rmtree(work, ignore_errors=True)
+    log.info("trained %s → model %s %s", event.dataset_id, result.model_id, result.metrics)
