@@ -76,6 +76,24 @@ def serve(name: Annotated[str, typer.Argument(help="Service to run in this proce
     importlib.import_module(f"services.{name}.app").main()
 
 
+@app.command()
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: one JSON object of results.")] = False,
+    kafka_port: Annotated[int, typer.Option(help="Port of the embedded broker.")] = 19092,
+    home: Annotated[Path | None, typer.Option(help="State root (default: a fresh folder under $KEFU_HOME).")] = None,
+) -> None:
+    """Run the whole loop on the embedded stack with the bundled sample, timed, and print a summary."""
+    import time
+
+    from kefu.demo import print_summary, run_demo
+
+    root = home or _settings().home / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = asyncio.run(run_demo(root, kafka_port, say=lambda s: print(s, flush=True)))
+    print_summary(summary, say=print)
+    if as_json:
+        print(json.dumps(summary, ensure_ascii=False))
+
+
 @app.command("db-upgrade")
 def db_upgrade() -> None:
     """Apply database migrations (the stack does this itself at start)."""

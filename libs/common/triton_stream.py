@@ -1,0 +1,62 @@
+"""Stream one answer from the decoupled Triton chat model as an async generator of text deltas.
+
+The model contract (written by the builder): input ``question`` BYTES [1,1], optional ``max_tokens`` INT32 [1,1];
+each response carries ``delta`` BYTES, ``token_count`` INT32, ``prompt_tokens`` INT32 and ``finish_reason`` BYTES
+(empty until the final response: ``stop`` | ``length`` | ``cancelled``). Shared by the builder's smoke test, the
+gateway and the benchmarks. Closing the generator early cancels the request inside Triton.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+    token_count: int
+    prompt_tokens: int
+    finish_reason: str  # "" until the last delta
+
+
+def chat_request(model: str, question: str, *, max_tokens: int | None = None, version: str = "") -> dict:
+    inputs = [grpcclient.InferInput("question", [1, 1], "BYTES")]
+    inputs[0].set_data_from_numpy(np.array([[question.encode("utf-8")]], dtype=np.object_))
+    if max_tokens is not None:
+        inputs.append(grpcclient.InferInput("max_tokens", [1, 1], "INT32"))
+        inputs[-1].set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
+    return {"model_name": model, "model_version": version, "inputs": inputs}
+
+
+async def stream_answer(
+    client: aioclient.InferenceServerClient,
+    model: str,
+    question: str,
+    *,
+    max_tokens: int | None = None,
+    version: str = "",
+) -> AsyncIterator[Delta]:
+    async def requests() -> AsyncIterator[dict]:
+        yield chat_request(model, question, max_tokens=max_tokens, version=version)
+
+    responses = client.stream_infer(requests())
+    try:
+        async for result, error in responses:
+            if error is not None:
+                raise error
+            delta = Delta(
+                text=result.as_numpy("delta")[0, 0].decode("utf-8"),
+                token_count=int(result.as_numpy("token_count")[0, 0]),
+                prompt_tokens=int(result.as_numpy("prompt_tokens")[0, 0]),
+                finish_reason=result.as_numpy("finish_reason")[0, 0].decode(),
+            )
+            yield delta
+            if delta.finish_reason:
+                return
+    finally:
+        responses.cancel()  # a no-op after the final response; cancels the request inside Triton otherwise

@@ -1,0 +1,122 @@
+"""One build: checkpoint -> ONNX (+INT8) engine in a staging folder -> quality gate -> numbered Triton version.
+
+Only a version that passed the gate is renamed into the repository; a rejected one leaves nothing there except its
+report under ``REPO/.rejected/`` (Triton in explicit mode never looks at it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from libs.common.artifacts import tree_sha256
+from services.builder import repository
+from services.builder.engine import ENGINE_META, Engine
+from services.builder.errors import BuildError
+from services.builder.export import export_engine_files, load_checkpoint
+from services.builder.gate import DEFAULT_MIN_AGREEMENT, resolve_prompts, run_gate
+
+PRECISIONS = ("fp32", "int8", "fp16")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What ``engine.built`` announces, plus where the version and its report are."""
+
+    engine_id: str
+    model_id: str
+    dataset_id: str
+    triton_model: str
+    triton_version: int
+    precision: str
+    quality: dict[str, float | bool | str]
+    passed_gate: bool
+    version_dir: Path
+    report_path: Path
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise BuildError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp16":
+        if not torch.cuda.is_available():
+            raise BuildError("--precision fp16 builds a TensorRT GPU engine and needs CUDA (none found); use fp32/int8")
+        raise BuildError("--precision fp16: the TensorRT engine builder is not part of this kefu build yet")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+def build(
+    model_dir: Path,
+    repo_dir: Path,
+    *,
+    precision: str = "fp32",
+    dataset_dir: Path | None = None,
+    model_name: str = repository.DEFAULT_MODEL_NAME,
+    min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    max_prompts_per_split: int = 64,
+    max_new_tokens: int | None = None,
+) -> BuildResult:
+    """Build, gate and install an engine version; raises BuildError (nothing installed) if anything fails."""
+    _check_precision(precision)
+    repository.check_model_name(model_name)
+    ckpt = load_checkpoint(model_dir)
+    prompts = resolve_prompts(ckpt, dataset_dir, max_prompts_per_split)
+    budget = int(max_new_tokens or ckpt.meta["max_length"])
+    staging = repository.new_staging_dir(repo_dir, model_name)
+    try:
+        files = export_engine_files(ckpt, staging, precision)
+        ckpt.tokenizer.save_pretrained(staging)
+        repository.copy_model_py(staging)
+        meta: dict[str, Any] = {
+            "model_id": ckpt.meta["model_id"],
+            "dataset_id": ckpt.meta["dataset_id"],
+            "chat_template_sha256": ckpt.meta["chat_template_sha256"],
+            "precision": precision,
+            "onnx_file": files["onnx_file"],
+            **ckpt.shape,
+            "eos_token_ids": ckpt.eos_token_ids,
+            "pad_token_id": ckpt.tokenizer.pad_token_id
+            if ckpt.tokenizer.pad_token_id is not None
+            else ckpt.eos_token_ids[0],
+            "max_new_tokens": budget,
+        }
+        _write_json(staging / ENGINE_META, meta)
+        # The id covers the engine files and their settings, so rebuilding the same model gives the same id.
+        engine_id = f"sha-{tree_sha256(staging)[:16]}"
+        report = run_gate(ckpt, Engine.from_dir(staging), prompts, max_new_tokens=budget, min_agreement=min_agreement)
+        report.update(engine_id=engine_id, model_id=meta["model_id"], precision=precision, **files)
+        if not report["passed"]:
+            rejected = Path(repo_dir) / ".rejected" / f"{model_name}-{engine_id}.quality.json"
+            rejected.parent.mkdir(parents=True, exist_ok=True)
+            _write_json(rejected, report)
+            raise BuildError(
+                f"quality gate failed: agreement {report['agreement']:.3f} < {min_agreement} on "
+                f"{report['n_prompts']} prompts ({precision}); nothing installed, report at {rejected}"
+            )
+        quality = {k: v for k, v in report.items() if isinstance(v, float | int | bool | str)}
+        _write_json(staging / ENGINE_META, {**meta, "engine_id": engine_id, "quality": quality})
+        _write_json(staging / "quality.json", report)
+        repository.write_config(repo_dir, model_name)
+        version, version_dir = repository.publish_version(staging, repo_dir, model_name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return BuildResult(
+        engine_id=engine_id,
+        model_id=str(meta["model_id"]),
+        dataset_id=str(meta["dataset_id"]),
+        triton_model=model_name,
+        triton_version=version,
+        precision=precision,
+        quality=quality,
+        passed_gate=True,
+        version_dir=version_dir,
+        report_path=version_dir / "quality.json",
+    )

@@ -1,0 +1,95 @@
+"""Builder handlers: ``model.trained`` → queued build job → engine + gate → loaded into Triton → ``engine.built``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+
+import tritonclient.grpc.aio as aioclient
+
+from libs.common.broker import consumer_options
+from libs.common.events import ModelTrained, Topic
+from libs.common.jobs import add_job, finish_job
+from libs.common.outbox import claim_event
+from libs.common.runtime import ServiceRuntime
+from libs.common.tables import Job
+from libs.common.triton_stream import stream_answer
+from services.builder.settings import Settings
+
+log = logging.getLogger("kefu.builder")
+JOB_KIND = "build"
+SMOKE_QUESTION = "你好"
+
+
+def register(rt: ServiceRuntime, wake: asyncio.Event) -> None:
+    @rt.broker.subscriber(Topic.MODEL_TRAINED.value, **consumer_options(rt.settings, group="builder"))
+    async def on_model_trained(event: ModelTrained) -> None:
+        async with rt.sessions() as session, session.begin():
+            if not await claim_event(session, "builder", event.event_id):
+                return
+            queued = await add_job(session, JOB_KIND, event.model_id, event.model_dump(mode="json"))
+        if queued:
+            log.info("queued build of model %s", event.model_id)
+            wake.set()
+
+
+async def load_and_smoke_test(settings: Settings, name: str, version: int) -> str:
+    """Load the new version (Triton keeps serving the old one until it is ready) and stream one answer from it."""
+    client = aioclient.InferenceServerClient(settings.triton_grpc_url)
+    try:
+        await client.load_model(name)
+        text = ""
+        async for delta in stream_answer(client, name, SMOKE_QUESTION, max_tokens=16, version=str(version)):
+            text += delta.text
+            if delta.finish_reason and delta.token_count == 0:
+                raise RuntimeError(f"smoke test: {name} v{version} produced no tokens")
+        return text
+    finally:
+        await client.close()
+
+
+async def run_build(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
+    """Build, gate, load and smoke-test one trained model; record the engine and stage ``engine.built``."""
+    from services.builder.build import build  # torch/onnx imports take seconds: keep them off the start path
+    from services.builder.publish import record_engine
+
+    event = ModelTrained.model_validate(job.payload)
+    try:
+        model_dir = rt.artifacts.resolve_uri(event.uri)
+        dataset_dir = rt.artifacts.path("datasets", event.dataset_id)
+        result = await asyncio.to_thread(
+            build,
+            model_dir,
+            settings.repository,
+            precision=settings.builder_precision,
+            dataset_dir=dataset_dir if dataset_dir.is_dir() else None,
+            model_name=settings.triton_model_name,
+            min_agreement=settings.builder_min_agreement,
+            max_prompts_per_split=settings.builder_max_prompts,
+        )
+    except Exception as exc:  # BuildError (gate, broken model) or anything unexpected: the job fails loudly
+        log.exception("build of model %s failed", event.model_id)
+        async with rt.sessions() as session, session.begin():
+            await finish_job(session, job.id, error=f"{type(exc).__name__}: {exc}"[:4000])
+        return
+    try:
+        answer = await load_and_smoke_test(settings, result.triton_model, result.triton_version)
+    except Exception as exc:
+        # Take the version back out so Triton keeps (or returns to) serving the previous one.
+        shutil.rmtree(result.version_dir, ignore_errors=True)
+        log.exception("engine %s failed its Triton smoke test", result.engine_id)
+        async with rt.sessions() as session, session.begin():
+            await finish_job(session, job.id, error=f"smoke test failed: {exc}"[:4000])
+        return
+    async with rt.sessions() as session, session.begin():
+        await record_engine(session, result)
+        await finish_job(session, job.id, result={"engine_id": result.engine_id, "smoke_answer": answer})
+    rt.kick_outbox()
+    log.info(
+        "engine %s live in Triton as %s v%s; smoke answer %r",
+        result.engine_id,
+        result.triton_model,
+        result.triton_version,
+        answer,
+    )
