@@ -101,8 +101,48 @@ async def _pipeline(events: EventLog, say) -> dict[str, Any]:  # type: ignore[no
     say(
         f"demo: model {payload['model_id']} trained in {at - t0:.1f}s, train exact match {out['train_exact_match']:.3f}"
     )
-    out["missing"] = [s for s in ("builder", "gateway", "feedback") if s not in service_names()]
+    if "builder" not in service_names():
+        out["missing"] = ["builder", "gateway", "feedback"]
+        return out
+    at, _, payload = await events.wait_for({Topic.ENGINE_BUILT.value}, {"model_id": out["model_id"]})
+    out["stages"].append("engine.built")
+    out["engine_id"] = payload["engine_id"]
+    out["agreement"] = payload["quality"].get("agreement")
+    out["pipeline_seconds"] = round(at - t0, 1)
+    say(
+        f"demo: engine {payload['engine_id']} ({payload['precision']}) loaded in Triton as "
+        f"{payload['triton_model']} v{payload['triton_version']}, gate agreement {out['agreement']}"
+    )
+    out["answers"] = await _ask_triton(payload["triton_model"], str(payload["triton_version"]), say)
+    out["missing"] = [s for s in ("gateway", "feedback") if s not in service_names()]
     return out
+
+
+async def _ask_triton(model: str, version: str, say) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
+    """Until the gateway exists, ask Triton directly (same streaming contract the gateway uses)."""
+    import tritonclient.grpc.aio as aioclient
+
+    from libs.common.triton_stream import stream_answer
+
+    builder = service_settings("builder")
+    client = aioclient.InferenceServerClient(builder.triton_grpc_url)
+    answers = []
+    try:
+        for question in _sample_questions():
+            text = ""
+            say(f"Q: {question}")
+            async for delta in stream_answer(client, model, question, version=version):
+                text += delta.text
+            say(f"A: {text}")
+            answers.append({"question": question, "answer": text})
+    finally:
+        await client.close()
+    return answers
+
+
+def _sample_questions(n: int = 3) -> list[str]:
+    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [rows[i]["question"] for i in range(0, len(rows), max(1, len(rows) // n))][:n]
 
 
 def print_summary(summary: dict[str, Any], say) -> None:  # type: ignore[no-untyped-def]
@@ -110,7 +150,9 @@ def print_summary(summary: dict[str, Any], say) -> None:  # type: ignore[no-unty
         ("stages reached", " → ".join(summary.get("stages", []))),
         ("dataset", summary.get("dataset_id", "-")),
         ("model", summary.get("model_id", "-")),
+        ("engine", summary.get("engine_id", "-")),
         ("train exact match", summary.get("train_exact_match", "-")),
+        ("engine vs trained model agreement", summary.get("agreement", "-")),
         ("eval exact match (unseen questions)", summary.get("eval_exact_match", "-")),
         ("pipeline seconds (dataset.ready → last stage)", summary.get("pipeline_seconds", "-")),
         ("not built yet", ", ".join(summary.get("missing", [])) or "nothing"),

@@ -1,0 +1,51 @@
+"""The prompt TRL trains on must be byte-identical to the prompt the builder and gateway render at serving time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from libs.common.prompting import SYSTEM_PROMPT, chat_template_sha256, render_prompt, to_messages
+from services.trainer.config import TrainConfig
+from services.trainer.data import FaqRow, read_rows, to_dataset
+from services.trainer.sft import build_sft_config
+from tests.unit.trainer.conftest import FIXTURE_DATASET
+
+
+def test_messages_are_system_then_user() -> None:
+    assert to_messages(" 怎么退款？ ") == [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "怎么退款？"},
+    ]
+    assert to_messages("怎么退款？", "订单号 A-1")[1]["content"] == "怎么退款？\n订单号 A-1"
+
+
+def test_prompting_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, libs.common.prompting; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[3]).returncode == 0
+
+
+def test_trained_prompt_is_the_served_prompt(base_dir: Path, tokenizer, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTTrainer
+
+    rows = [*read_rows(FIXTURE_DATASET / "train.jsonl")[:6], FaqRow("订单能改地址吗？", "订单号 A-1  ", "可以。")]
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(base_dir),
+        args=build_sft_config(TrainConfig(), 128, tmp_path, has_eval=False, tracked=False),
+        train_dataset=to_dataset(rows),
+        processing_class=tokenizer,
+    )
+    # A fresh load, as the gateway does it from the model dir.
+    serving_tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    assert chat_template_sha256(serving_tokenizer) == chat_template_sha256(tokenizer)
+    for row, example in zip(rows, trainer.train_dataset, strict=True):
+        ids, labels = example["input_ids"], example["labels"]
+        start = next(i for i, label in enumerate(labels) if label != -100)  # completion-only loss: prompt is masked
+        served = render_prompt(serving_tokenizer, to_messages(row.instruction, row.input))
+        assert tokenizer.decode(ids[:start]).encode("utf-8") == served.encode("utf-8")
+        assert serving_tokenizer(served, add_special_tokens=False).input_ids == ids[:start]
+        assert tokenizer.decode(ids[start:]) == row.output + "<|eot_id|>"  # it learns the answer and to stop
+        assert labels[start:] == ids[start:]
