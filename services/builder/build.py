@@ -19,7 +19,8 @@ from services.builder import repository
 from services.builder.engine import ENGINE_META, Engine
 from services.builder.errors import BuildError
 from services.builder.export import export_engine_files, load_checkpoint
-from services.builder.gate import DEFAULT_MIN_AGREEMENT, resolve_prompts, run_gate
+from services.builder.gate import resolve_prompts, run_gate
+from services.builder.settings import DEFAULT_MIN_AGREEMENT
 
 PRECISIONS = ("fp32", "int8", "fp16")
 

@@ -11,8 +11,8 @@ from typing import Annotated
 import typer
 
 from services.builder.errors import BuildError
-from services.builder.gate import DEFAULT_MIN_AGREEMENT
 from services.builder.repository import DEFAULT_MODEL_NAME
+from services.builder.settings import DEFAULT_MIN_AGREEMENT
 
 
 def build_command(

@@ -22,8 +22,8 @@ from libs.common.settings import KefuSettings
 from services.builder.engine import Engine, encode_question
 from services.builder.errors import BuildError
 from services.builder.export import Checkpoint
+from services.builder.settings import DEFAULT_MIN_AGREEMENT
 
-DEFAULT_MIN_AGREEMENT = 0.98
 SPLITS = ("eval", "train")
 
 

@@ -9,11 +9,14 @@ from pydantic import Field
 
 from libs.common.settings import KefuSettings
 
+#: Share of gate prompts whose engine output must equal the trained model's greedy output.
+DEFAULT_MIN_AGREEMENT = 0.98
+
 
 class Settings(KefuSettings):
     builder_port: int = Field(default=8084, ge=1, le=65535)
     builder_precision: Literal["fp32", "int8", "fp16"] = "fp32"
-    builder_min_agreement: float = Field(default=0.98, ge=0, le=1, description="Quality gate threshold.")
+    builder_min_agreement: float = Field(default=DEFAULT_MIN_AGREEMENT, ge=0, le=1)
     builder_max_prompts: int = Field(default=64, ge=1, description="Gate prompts per split (train, eval).")
     builder_max_attempts: int = Field(default=2, ge=1)
     triton_model_name: str = "kefu-chat"

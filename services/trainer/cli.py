@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import typer
 
-from services.trainer.base_model import resolve_base_model
 from services.trainer.config import TrainConfig
 from services.trainer.settings import Settings
 
@@ -58,6 +57,8 @@ def register(app: typer.Typer) -> None:
             max_length=max_length,
             seed=seed,
         )
+        from services.trainer.base_model import resolve_base_model  # torch: only when training
+
         base_dir = resolve_base_model(base or settings.trainer_base_model, settings.home / "base-models")
         result = train_model(
             dataset_dir,
