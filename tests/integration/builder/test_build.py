@@ -12,8 +12,7 @@ from services.builder.engine import Engine, answer_stream, encode_question
 from services.builder.errors import BuildError
 from services.builder.export import Checkpoint, quantize_int8
 from services.builder.gate import dataset_prompts, run_gate, torch_greedy
-
-from .conftest import FAQ, MAX_NEW_TOKENS, Built
+from tests.integration.conftest import FAQ, MAX_NEW_TOKENS, Built
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,7 @@ import tritonclient.grpc.aio as aioclient
 from services.builder.engine import encode_question
 from services.builder.export import Checkpoint
 from services.builder.gate import torch_greedy
-
-from .conftest import FAQ, MAX_NEW_TOKENS, Triton
+from tests.integration.conftest import FAQ, MAX_NEW_TOKENS, Triton
 
 pytestmark = pytest.mark.slow
 MODEL = "kefu-chat"

@@ -1,10 +1,10 @@
-"""A tiny trained-model dir, one fp32 build of it (exported once per session) and a real Triton server."""
+"""Shared by the builder and gateway suites: a tiny model dir, one fp32 build of it (exported once per
+session) and a real Triton server serving it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,6 +17,7 @@ from services.builder.build import BuildResult, build
 from services.builder.export import Checkpoint, load_checkpoint
 from services.builder.triton_server import triton_command, wait_ready
 from services.trainer.base_model import build_offline_base
+from tests.conftest import free_port
 
 # Random weights never emit the stop token, so every answer runs to this budget: keep it small.
 MAX_NEW_TOKENS = 24
@@ -31,12 +32,6 @@ FAQ = [
     ("有没有免费试用？", "新用户可以免费试用云服务器一个月。"),
     ("CDN怎么收费？", "按流量或带宽峰值计费。"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_model_meta(model_dir: Path, **overrides: object) -> None:

@@ -1,0 +1,95 @@
+"""Admin HTTP API (role ``admin``): API keys, deployments and rollback, request-length statistics."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from libs.common.tables import Deployment
+from services.gateway.access import ADMIN, ROLES, create_key
+from services.gateway.errors import GatewayError, invalid
+from services.gateway.openai_api import authorized
+from services.gateway.rollout import RolloutError, rollback
+from services.gateway.stats import length_stats
+
+router = APIRouter(prefix="/v1")
+Authorization = Annotated[str | None, Header(description="Bearer <admin API key>")]
+
+
+class KeyRequest(BaseModel):
+    role: str
+    name: str = Field(default="", max_length=128)
+    rate_limit_per_minute: int | None = Field(default=None, ge=1)
+
+
+class RollbackRequest(BaseModel):
+    reason: str = Field(default="operator request", max_length=2000)
+
+
+@router.post("/keys", status_code=201)
+async def new_key(body: KeyRequest, request: Request, authorization: Authorization = None) -> dict[str, Any]:
+    """Create an API key; the key itself is in this response only (the database keeps its hash)."""
+    gw, _admin = await authorized(request, authorization, ADMIN)
+    if body.role not in ROLES:
+        raise invalid(f"role must be one of {', '.join(ROLES)}")
+    async with gw.runtime.sessions() as session, session.begin():
+        key_id, key = await create_key(
+            session, body.role, name=body.name, rate_limit_per_minute=body.rate_limit_per_minute
+        )
+    return {"key_id": key_id, "key": key, "role": body.role, "name": body.name}
+
+
+@router.get("/deployments")
+async def deployments(
+    request: Request, authorization: Authorization = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> dict[str, Any]:
+    """Recent deployments, newest first: which engine is live, which is the canary, what was rolled back."""
+    gw, _admin = await authorized(request, authorization, ADMIN)
+    async with gw.runtime.sessions() as session:
+        rows = (await session.scalars(select(Deployment).order_by(Deployment.id.desc()).limit(limit))).all()
+    fields = (
+        "engine_id",
+        "model_id",
+        "dataset_id",
+        "triton_model",
+        "triton_version",
+        "state",
+        "traffic_percent",
+        "previous_engine_id",
+        "requests",
+        "errors",
+        "reason",
+        "started_at",
+        "ended_at",
+    )
+    return {"deployments": [{f: getattr(r, f) for f in fields} for r in rows]}
+
+
+@router.post("/deployments/rollback")
+async def roll_back(body: RollbackRequest, request: Request, authorization: Authorization = None) -> dict[str, Any]:
+    """Drop the canary, or put the previous engine back if there is no canary (409 if neither is possible)."""
+    gw, principal = await authorized(request, authorization, ADMIN)
+    try:
+        async with gw.runtime.sessions() as session, session.begin():
+            event = await rollback(session, f"{body.reason} (key {principal.key_id})", gw.is_ready)
+    except RolloutError as exc:
+        raise GatewayError(409, "cannot_roll_back", str(exc)) from None
+    gw.runtime.kick_outbox()
+    await gw.router.refresh()
+    return event.model_dump(mode="json")
+
+
+@router.get("/stats/lengths")
+async def lengths(
+    request: Request,
+    authorization: Authorization = None,
+    since: Annotated[datetime | None, Query(description="Only answers from this time on (ISO 8601).")] = None,
+) -> dict[str, Any]:
+    """Prompt / completion / prompt+completion token lengths of answered requests, to choose max_length from."""
+    gw, _admin = await authorized(request, authorization, ADMIN)
+    async with gw.runtime.sessions() as session:
+        return await length_stats(session, since=since)

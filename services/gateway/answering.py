@@ -1,0 +1,210 @@
+"""One answer, end to end: pick the engine, stream it from Triton, time it, log it.
+
+``Answerer.start`` waits for the first token before returning, so a Triton outage or a failing engine becomes a
+proper error status (HTTP 503/502, gRPC UNAVAILABLE/INTERNAL) instead of a stream that breaks after its headers.
+Iterating the returned ``AnswerStream`` yields the deltas; leaving early (client gone) closes the Triton stream,
+which cancels the request inside Triton. The answer row is written by a background task after the stream ended,
+whatever the ending, so a disconnect never delays or loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import tritonclient.grpc.aio as aioclient
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from tritonclient.utils import InferenceServerException
+
+from libs.common.tables import Answer
+from libs.common.triton_stream import Delta, stream_answer
+from services.gateway import metrics
+from services.gateway.access import Principal
+from services.gateway.errors import GatewayError, invalid, unavailable
+from services.gateway.routing import Router, Target
+from services.gateway.settings import Settings
+
+log = logging.getLogger("kefu.gateway.answering")
+# tritonclient raises InferenceServerException for Triton-side errors and grpcs own error when it cannot connect.
+TRITON_ERRORS = (InferenceServerException, grpc.RpcError)
+_NOT_SERVING = ("unavailable", "unknown model", "not found", "not ready", "failed to connect", "connection refused")
+
+
+def new_answer_id() -> str:
+    return uuid.uuid4().hex
+
+
+def triton_error(exc: Exception, target: Target) -> GatewayError:
+    """Triton unreachable or the version not loaded: 503. The engine itself failing: 502."""
+    text = str(exc).lower()
+    where = f"engine {target.engine_id} ({target.triton_model} v{target.triton_version})"
+    if any(marker in text for marker in _NOT_SERVING):
+        return unavailable(f"{where} is not being served by Triton: {exc}")
+    return GatewayError(502, "engine_error", f"{where} failed: {exc}")
+
+
+class AnswerLog:
+    """Writes answer rows off the request path; ``drain`` at shutdown waits for the last ones."""
+
+    def __init__(self, sessions: async_sessionmaker) -> None:
+        self.sessions = sessions
+        self._pending: set[asyncio.Task] = set()
+
+    def record(self, row: Answer) -> None:
+        task = asyncio.get_running_loop().create_task(self._write(row))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _write(self, row: Answer) -> None:
+        try:
+            async with self.sessions() as session, session.begin():
+                session.add(row)
+        except Exception:
+            log.exception("could not log answer %s", row.answer_id)
+
+    async def drain(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+class AnswerStream:
+    """An answer whose first delta has arrived; iterate it once for every delta, first included."""
+
+    def __init__(
+        self,
+        answer_id: str,
+        target: Target,
+        row: Answer,
+        deltas: AsyncIterator[Delta],
+        first: Delta,
+        t0: float,
+        answer_log: AnswerLog,
+    ) -> None:
+        self.answer_id, self.target, self.row = answer_id, target, row
+        self._deltas, self._first, self._t0, self._log = deltas, first, t0, answer_log
+        self._parts: list[str] = []
+        self.prompt_tokens = first.prompt_tokens
+        self.completion_tokens = 0
+        self.finish_reason = ""
+        self.ttft_s = time.perf_counter() - t0
+
+    def _note(self, delta: Delta) -> Delta:
+        self._parts.append(delta.text)
+        self.completion_tokens = delta.token_count
+        self.prompt_tokens = delta.prompt_tokens or self.prompt_tokens
+        self.finish_reason = delta.finish_reason
+        return delta
+
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    async def __aiter__(self) -> AsyncIterator[Delta]:
+        status = "error"
+        try:
+            yield self._note(self._first)
+            if not self._first.finish_reason:
+                async for delta in self._deltas:
+                    yield self._note(delta)
+            status = "ok"
+        except (GeneratorExit, asyncio.CancelledError):
+            status = "cancelled"
+            raise
+        except TRITON_ERRORS as exc:
+            raise triton_error(exc, self.target) from exc
+        finally:
+            # Ends the Triton request if it is still running (client gone). This never suspends: the Triton
+            # generator is either finished already or parked at its yield, where closing it only cancels its gRPC
+            # stream — so it is safe even in a cancelled task, whose next real await would be cancelled again.
+            await self._deltas.aclose()  # type: ignore[attr-defined]
+            self._finish(status)
+
+    def _finish(self, status: str) -> None:
+        latency = time.perf_counter() - self._t0
+        row = self.row
+        row.answer, row.status, row.finish_reason = self.text, status, self.finish_reason or status
+        row.prompt_tokens, row.completion_tokens = self.prompt_tokens, self.completion_tokens
+        row.ttft_ms, row.latency_ms = self.ttft_s * 1000, latency * 1000
+        self._log.record(row)
+        if status != "ok":
+            return
+        route = self.target.state
+        metrics.TTFT.labels(route).observe(self.ttft_s)
+        metrics.COMPLETION_TOKENS.inc(self.completion_tokens)
+        metrics.PROMPT_TOKENS.observe(self.prompt_tokens)
+        metrics.TOTAL_TOKENS.observe(self.prompt_tokens + self.completion_tokens)
+        if self.completion_tokens > 1 and latency > self.ttft_s:
+            metrics.TPOT.labels(route).observe((latency - self.ttft_s) / (self.completion_tokens - 1))
+        if latency > 0:
+            metrics.TOKENS_PER_SECOND.labels(route).observe(self.completion_tokens / latency)
+
+
+class Answerer:
+    def __init__(
+        self, client: aioclient.InferenceServerClient, router: Router, answer_log: AnswerLog, settings: Settings
+    ) -> None:
+        self.client, self.router, self.log, self.settings = client, router, answer_log, settings
+
+    def check(self, question: str, max_tokens: int | None) -> tuple[str, int | None]:
+        """Validate a question and budget (400 / 413) before any engine is asked."""
+        question = question.strip()
+        if not question:
+            raise invalid("the question is empty")
+        limit = self.settings.gateway_max_question_chars
+        if len(question) > limit:
+            raise GatewayError(413, "too_large", f"question has {len(question)} characters; the limit is {limit}")
+        if max_tokens is not None and not 1 <= max_tokens <= self.settings.gateway_max_tokens:
+            raise invalid(f"max_tokens must be between 1 and {self.settings.gateway_max_tokens}")
+        return question, max_tokens
+
+    async def start(self, question: str, max_tokens: int | None, principal: Principal) -> AnswerStream:
+        question, max_tokens = self.check(question, max_tokens)
+        target = self.router.pick()
+        try:
+            return await self._open(new_answer_id(), target, question, max_tokens, principal)
+        except GatewayError:
+            # A canary that fails before its first token is logged against it (the verdict counts it) and the
+            # customer gets the live engine's answer instead.
+            live = self.router.live
+            if target.state != "canary" or live is None or live == target:
+                raise
+            return await self._open(new_answer_id(), live, question, max_tokens, principal)
+
+    async def _open(
+        self, answer_id: str, target: Target, question: str, max_tokens: int | None, principal: Principal
+    ) -> AnswerStream:
+        t0 = time.perf_counter()
+        row = Answer(
+            answer_id=answer_id,
+            question=question,
+            answer="",
+            engine_id=target.engine_id,
+            model_id=target.model_id,
+            dataset_id=target.dataset_id,
+            triton_model=target.triton_model,
+            triton_version=target.triton_version,
+            prompt_tokens=0,
+            completion_tokens=0,
+            api_key_id=principal.key_id,
+        )
+        deltas = stream_answer(
+            self.client, target.triton_model, question, max_tokens=max_tokens, version=str(target.triton_version)
+        )
+        try:
+            first = await anext(deltas)
+        except (*TRITON_ERRORS, StopAsyncIteration) as exc:
+            await deltas.aclose()
+            error = (
+                triton_error(exc, target)
+                if isinstance(exc, TRITON_ERRORS)
+                else GatewayError(502, "engine_error", f"engine {target.engine_id} ended the stream without an answer")
+            )
+            row.status, row.finish_reason, row.latency_ms = "error", "error", (time.perf_counter() - t0) * 1000
+            self.log.record(row)
+            log.warning("answer %s on %s failed: %s", answer_id, target.engine_id, error.message)
+            raise error from exc
+        return AnswerStream(answer_id, target, row, deltas, first, t0, self.log)

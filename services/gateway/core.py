@@ -1,0 +1,45 @@
+"""What one gateway process shares between its HTTP and gRPC APIs (built once in the lifespan)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tritonclient.grpc.aio as aioclient
+
+from libs.common.runtime import ServiceRuntime
+from services.gateway.access import Access
+from services.gateway.answering import Answerer, AnswerLog
+from services.gateway.routing import Router
+from services.gateway.settings import Settings
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    runtime: ServiceRuntime
+    triton: aioclient.InferenceServerClient
+    access: Access
+    router: Router
+    answer_log: AnswerLog
+    answerer: Answerer
+
+    @classmethod
+    def build(cls, runtime: ServiceRuntime, settings: Settings) -> Gateway:
+        triton = aioclient.InferenceServerClient(settings.triton_grpc_url)
+        router = Router(runtime.sessions, settings)
+        answer_log = AnswerLog(runtime.sessions)
+        access = Access(
+            runtime.sessions,
+            default_rate_per_minute=settings.gateway_rate_limit_per_minute,
+            cache_seconds=settings.gateway_key_cache_seconds,
+        )
+        return cls(
+            settings, runtime, triton, access, router, answer_log, Answerer(triton, router, answer_log, settings)
+        )
+
+    async def is_ready(self, model: str, version: int) -> bool:
+        """Whether Triton serves ``model`` version ``version`` now (False if Triton is unreachable)."""
+        try:
+            return bool(await self.triton.is_model_ready(model, str(version)))
+        except Exception:  # noqa: BLE001 - unreachable or unknown model: not ready, which is the answer
+            return False

@@ -1,0 +1,48 @@
+"""One error type for both APIs: the HTTP status + code of ``libs.common.http``'s error shape, and the gRPC code."""
+
+from __future__ import annotations
+
+import grpc
+
+from libs.common.http import ApiError
+
+_GRPC_BY_HTTP = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
+    413: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    502: grpc.StatusCode.INTERNAL,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+class GatewayError(ApiError):
+    """An ``ApiError`` (so FastAPI answers it in the shared error shape) that also knows its gRPC status."""
+
+    @property
+    def grpc_code(self) -> grpc.StatusCode:
+        return _GRPC_BY_HTTP.get(self.status, grpc.StatusCode.UNKNOWN)
+
+
+def unauthenticated(message: str = "missing or unknown API key") -> GatewayError:
+    return GatewayError(401, "unauthenticated", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def forbidden(role: str, needed: frozenset[str]) -> GatewayError:
+    return GatewayError(403, "forbidden", f"role {role!r} may not do this (needs {' or '.join(sorted(needed))})")
+
+
+def rate_limited(retry_after: float) -> GatewayError:
+    seconds = max(1, int(retry_after + 0.999))
+    return GatewayError(429, "rate_limited", f"rate limit exceeded; retry in {seconds}s", {"Retry-After": str(seconds)})
+
+
+def unavailable(message: str) -> GatewayError:
+    return GatewayError(503, "unavailable", message, headers={"Retry-After": "5"})
+
+
+def invalid(message: str) -> GatewayError:
+    return GatewayError(400, "invalid_request", message)

@@ -1,0 +1,121 @@
+"""gRPC API ``kefu.gateway.v1.ChatService`` (grpc.aio), served from the gateway process beside the HTTP API.
+
+Same rules as HTTP: ``authorization: Bearer <key>`` metadata, role app or admin, the per-key rate limit, and the
+errors as status codes (``GatewayError.grpc_code``). The answer id is also sent as ``x-kefu-answer-id`` initial
+metadata. Standard health checking (``grpc.health.v1``) reports SERVING, and NOT_SERVING during shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from proto.kefu.gateway.v1 import chat_pb2, chat_pb2_grpc
+from services.gateway.access import CHAT
+from services.gateway.answering import AnswerStream
+from services.gateway.core import Gateway
+from services.gateway.errors import GatewayError
+from services.gateway.metrics import REQUESTS
+
+log = logging.getLogger("kefu.gateway.grpc")
+SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
+
+
+def _usage(answer: AnswerStream) -> chat_pb2.Usage:
+    return chat_pb2.Usage(
+        prompt_tokens=answer.prompt_tokens,
+        completion_tokens=answer.completion_tokens,
+        total_tokens=answer.prompt_tokens + answer.completion_tokens,
+    )
+
+
+class ChatService(chat_pb2_grpc.ChatServiceServicer):
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def _start(self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext) -> AnswerStream:
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        principal = await self.gw.access.authorize(metadata.get("authorization"), CHAT)
+        budget = request.max_tokens if request.HasField("max_tokens") and request.max_tokens != 0 else None
+        answer = await self.gw.answerer.start(request.question, budget, principal)
+        await context.send_initial_metadata(
+            (("x-kefu-answer-id", answer.answer_id), ("x-kefu-engine-id", answer.target.engine_id))
+        )
+        return answer
+
+    @staticmethod
+    async def _fail(context: grpc.aio.ServicerContext, exc: GatewayError, stream: bool) -> None:
+        REQUESTS.labels("grpc", str(stream).lower(), exc.grpc_code.name).inc()
+        if exc.headers and "Retry-After" in exc.headers:
+            context.set_trailing_metadata((("retry-after", exc.headers["Retry-After"]),))
+        await context.abort(exc.grpc_code, exc.message)
+
+    async def Chat(self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext) -> chat_pb2.ChatResponse:
+        try:
+            answer = await self._start(request, context)
+            async for _delta in answer:
+                pass
+        except GatewayError as exc:
+            await self._fail(context, exc, False)
+        REQUESTS.labels("grpc", "false", "OK").inc()
+        return chat_pb2.ChatResponse(
+            answer_id=answer.answer_id,
+            answer=answer.text,
+            finish_reason=answer.finish_reason,
+            usage=_usage(answer),
+            engine_id=answer.target.engine_id,
+            model=answer.target.triton_model,
+        )
+
+    async def ChatStream(
+        self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[chat_pb2.ChatStreamResponse]:
+        try:
+            answer = await self._start(request, context)
+            async for delta in answer:
+                last = bool(delta.finish_reason)
+                if delta.text or last:
+                    yield chat_pb2.ChatStreamResponse(
+                        answer_id=answer.answer_id,
+                        delta=delta.text,
+                        finish_reason=delta.finish_reason,
+                        usage=_usage(answer) if last else None,
+                        engine_id=answer.target.engine_id,
+                        model=answer.target.triton_model,
+                    )
+        except GatewayError as exc:
+            await self._fail(context, exc, True)
+        REQUESTS.labels("grpc", "true", "OK").inc()
+
+
+class GrpcServer:
+    """The grpc.aio server of the gateway: ChatService + health, graceful stop (in-flight calls may finish)."""
+
+    def __init__(self, gw: Gateway) -> None:
+        settings = gw.settings
+        self.grace = settings.gateway_grace_seconds
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", settings.gateway_max_body_bytes),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatService(gw), self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.address = f"{settings.bind_host}:{settings.gateway_grpc_port}"
+        if self.server.add_insecure_port(self.address) == 0:
+            raise OSError(f"gRPC port {self.address} is not available")
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("gRPC ChatService on %s", self.address)
+
+    async def stop(self) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.grace)

@@ -1,0 +1,38 @@
+"""Prometheus metrics of the gateway: what Triton does not measure for a streaming model (TTFT, time per output
+token, tokens/s), requests by outcome, and request lengths (served on the shared ``/metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+
+REQUESTS = Counter(
+    "kefu_gateway_requests",
+    "Chat requests by API (http|grpc), streaming or not, and outcome code (HTTP status / gRPC status name).",
+    ["api", "stream", "code"],
+)
+TTFT = Histogram(
+    "kefu_gateway_ttft_seconds", "Time from request to the first token.", ["route"], buckets=_LATENCY_BUCKETS
+)
+TPOT = Histogram(
+    "kefu_gateway_time_per_output_token_seconds",
+    "Decode time per output token after the first.",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
+TOKENS_PER_SECOND = Histogram(
+    "kefu_gateway_tokens_per_second",
+    "Completion tokens per second of one answer, first token included.",
+    ["route"],
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500),
+)
+COMPLETION_TOKENS = Counter("kefu_gateway_completion_tokens", "Completion tokens streamed (rate() = tokens/s).")
+PROMPT_TOKENS = Histogram(
+    "kefu_gateway_prompt_tokens", "Prompt length in tokens (template included).", buckets=_TOKEN_BUCKETS
+)
+TOTAL_TOKENS = Histogram(
+    "kefu_gateway_sequence_tokens", "Prompt + completion tokens of one answer.", buckets=_TOKEN_BUCKETS
+)
+ROLLOUTS = Counter("kefu_gateway_rollouts", "Rollout decisions (live, canary, promoted, rolled_back).", ["action"])

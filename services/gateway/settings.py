@@ -1,0 +1,40 @@
+"""Gateway service settings (``KEFU_*`` env vars): listeners, Triton, limits and the canary policy."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from libs.common.settings import KefuSettings
+
+
+class Settings(KefuSettings):
+    gateway_port: int = Field(default=8080, ge=1, le=65535, description="OpenAI-compatible HTTP API.")
+    gateway_grpc_port: int = Field(default=50051, ge=1, le=65535, description="kefu.gateway.v1.ChatService.")
+    # Same names and defaults as the builder's settings, so one KEFU_TRITON_* variable configures both.
+    triton_host: str = "127.0.0.1"
+    triton_grpc_port: int = Field(default=8001, ge=1, le=65535)
+    triton_model_name: str = "kefu-chat"
+    gateway_rate_limit_per_minute: int = Field(default=600, ge=1, description="Per key, unless the key sets one.")
+    gateway_max_question_chars: int = Field(default=4000, ge=1)
+    gateway_max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Larger HTTP/gRPC bodies: 413.")
+    gateway_max_tokens: int = Field(default=2048, ge=1, description="Upper bound clients may ask for.")
+    gateway_key_cache_seconds: float = Field(default=5.0, ge=0, description="How long a revoked key may still pass.")
+    gateway_grace_seconds: float = Field(default=5.0, ge=0, description="In-flight gRPC calls finish on shutdown.")
+    canary_percent: float = Field(default=10.0, gt=0, le=100, description="Traffic share of a new engine.")
+    canary_requests: int = Field(default=50, ge=1, description="Canary answers before the verdict.")
+    canary_seconds: float = Field(default=600.0, gt=0, description="Verdict at the latest after this long.")
+    canary_max_error_rate: float = Field(default=0.05, ge=0, le=1)
+    canary_max_latency_ratio: float = Field(
+        default=1.5, gt=0, description="Canary p50 ms/token may be at most this × the live engine's."
+    )
+    rollout_poll_seconds: float = Field(default=1.0, gt=0, description="Routing refresh and canary checks.")
+
+    def endpoints(self) -> dict[str, str]:
+        return {
+            "http": f"http://{self.bind_host}:{self.gateway_port}",
+            "grpc": f"{self.bind_host}:{self.gateway_grpc_port}",
+        }
+
+    @property
+    def triton_grpc_url(self) -> str:
+        return f"{self.triton_host}:{self.triton_grpc_port}"
