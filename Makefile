@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kefu-setup
 
-.PHONY: setup test test-fast lint demo up clean
+.PHONY: setup browser test test-fast lint demo up clean
 
 setup: $(STAMP)
 
@@ -17,7 +17,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	@touch $(STAMP)
 
-test: setup
+# The review-page test drives a real headless Chromium (Debian's package); installed once when we are root.
+browser:
+	@command -v chromedriver >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
+	  echo "note: chromium/chromedriver not installed; the review page browser test will be skipped"; }
+
+test: setup browser
 	$(BIN)/pytest
 
 test-fast: setup

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,13 @@ from libs.common.settings import KefuSettings
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "cloudmax_faq.jsonl"
 STAGE_TIMEOUT_S = 600
+#: Demo pace: a new engine is promoted after a few seconds of canary, and an agent's correction is approved and
+#: released at once. Production defaults are slower and stricter (see the README's configuration table).
+DEMO_ENV = {
+    "KEFU_CANARY_SECONDS": "3",
+    "KEFU_FEEDBACK_AUTO_APPROVE": "true",
+    "KEFU_FEEDBACK_RELEASE_THRESHOLD": "1",
+}
 
 
 @dataclass
@@ -58,6 +66,10 @@ class EventLog:
 
 
 async def run_demo(home: Path, kafka_port: int, say) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    # The demo process reads the same settings as the services it starts (ports, DB): one KEFU_HOME for all.
+    os.environ["KEFU_HOME"] = str(home)
+    for key, value in DEMO_ENV.items():
+        os.environ.setdefault(key, value)
     settings = KefuSettings(home=home)
     summary: dict[str, Any] = {"home": str(home), "services": service_names()}
     events = EventLog()
@@ -113,31 +125,46 @@ async def _pipeline(events: EventLog, say) -> dict[str, Any]:  # type: ignore[no
         f"demo: engine {payload['engine_id']} ({payload['precision']}) loaded in Triton as "
         f"{payload['triton_model']} v{payload['triton_version']}, gate agreement {out['agreement']}"
     )
-    out["answers"] = await _ask_triton(payload["triton_model"], str(payload["triton_version"]), say)
-    out["missing"] = [s for s in ("gateway", "feedback") if s not in service_names()]
+    if "gateway" not in service_names():
+        out["missing"] = ["gateway", "feedback"]
+        return out
+    at, _, _ = await events.wait_for({Topic.DEPLOYMENT_LIVE.value}, {"engine_id": out["engine_id"]})
+    out["stages"].append("deployment.live")
+    out["pipeline_seconds"] = round(at - t0, 1)
+    say(f"demo: engine {out['engine_id']} live after {out['pipeline_seconds']}s (dataset.ready → deployment.live)")
+    keys = await _keys(("app", "agent"))
+    out["answers"] = [await _ask(q, keys["app"], say) for q in _sample_questions()]
+    out["missing"] = [s for s in ("feedback",) if s not in service_names()]
     return out
 
 
-async def _ask_triton(model: str, version: str, say) -> list[dict[str, str]]:  # type: ignore[no-untyped-def]
-    """Until the gateway exists, ask Triton directly (same streaming contract the gateway uses)."""
-    import tritonclient.grpc.aio as aioclient
+async def _keys(roles: tuple[str, ...]) -> dict[str, str]:
+    """Demo API keys, created straight in the stack's database (what `kefu keys create` does)."""
+    from libs.common.db import open_database
+    from services.gateway.access import create_key
 
-    from libs.common.triton_stream import stream_answer
+    async with open_database(service_settings("gateway"), migrate=False) as sessions, sessions() as s, s.begin():
+        return {role: (await create_key(s, role, name=f"demo-{role}"))[1] for role in roles}
 
-    builder = service_settings("builder")
-    client = aioclient.InferenceServerClient(builder.triton_grpc_url)
-    answers = []
-    try:
-        for question in _sample_questions():
-            text = ""
-            say(f"Q: {question}")
-            async for delta in stream_answer(client, model, question, version=version):
-                text += delta.text
-            say(f"A: {text}")
-            answers.append({"question": question, "answer": text})
-    finally:
-        await client.close()
-    return answers
+
+async def _ask(question: str, key: str, say) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """One streamed answer through the gateway's gRPC API, printed as it arrives."""
+    import grpc
+
+    from proto.kefu.gateway.v1 import chat_pb2, chat_pb2_grpc
+
+    target = service_settings("gateway").endpoints()["grpc"]
+    text, answer_id = "", ""
+    say(f"Q: {question}")
+    async with grpc.aio.insecure_channel(target) as channel:
+        stream = chat_pb2_grpc.ChatServiceStub(channel).ChatStream(
+            chat_pb2.ChatRequest(question=question), metadata=(("authorization", f"Bearer {key}"),)
+        )
+        async for message in stream:
+            text += message.delta
+            answer_id = message.answer_id or answer_id
+    say(f"A: {text}  [{answer_id}]")
+    return {"question": question, "answer": text, "answer_id": answer_id}
 
 
 def _sample_questions(n: int = 3) -> list[str]:

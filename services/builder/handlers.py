@@ -9,11 +9,11 @@ import shutil
 import tritonclient.grpc.aio as aioclient
 
 from libs.common.broker import consumer_options
-from libs.common.events import ModelTrained, Topic
+from libs.common.events import DeploymentRolledBack, ModelTrained, Topic
 from libs.common.jobs import add_job, finish_job
 from libs.common.outbox import claim_event
 from libs.common.runtime import ServiceRuntime
-from libs.common.tables import Job
+from libs.common.tables import Engine, Job
 from libs.common.triton_stream import stream_answer
 from services.builder.settings import Settings
 
@@ -32,6 +32,38 @@ def register(rt: ServiceRuntime, wake: asyncio.Event) -> None:
         if queued:
             log.info("queued build of model %s", event.model_id)
             wake.set()
+
+    @rt.broker.subscriber(Topic.DEPLOYMENT_ROLLED_BACK.value, **consumer_options(rt.settings, group="builder"))
+    async def on_rolled_back(event: DeploymentRolledBack) -> None:
+        async with rt.sessions() as session, session.begin():
+            if not await claim_event(session, "builder-rollback", event.event_id):
+                return
+            engine = await session.get(Engine, event.engine_id)
+        if engine is not None:
+            await retire_version(settings_of(rt), engine.triton_model, engine.triton_version)
+
+
+def settings_of(rt: ServiceRuntime) -> Settings:
+    assert isinstance(rt.settings, Settings)
+    return rt.settings
+
+
+async def retire_version(settings: Settings, name: str, version: int) -> None:
+    """Take a rolled-back version out of the repository and reload, so it no longer holds one of the two version
+    slots Triton keeps loaded (otherwise the next build would evict the live version instead)."""
+    version_dir = settings.repository / name / str(version)
+    if not version_dir.is_dir():
+        return
+    parked = settings.repository / ".rolled_back" / f"{name}-{version}"
+    parked.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(parked, ignore_errors=True)
+    version_dir.rename(parked)
+    client = aioclient.InferenceServerClient(settings.triton_grpc_url)
+    try:
+        await client.load_model(name)
+    finally:
+        await client.close()
+    log.info("retired rolled-back %s v%s to %s", name, version, parked)
 
 
 async def load_and_smoke_test(settings: Settings, name: str, version: int) -> str:

@@ -17,6 +17,7 @@ from services.feedback.settings import Settings
 from tests.integration.feedback.conftest import add_answer, add_key, seed_live_dataset, serve
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (the browser test drives Chromium)")
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -103,7 +104,8 @@ def status_of(driver: webdriver.Chrome, flag_id: str) -> str:
 
 def test_review_queue_in_a_real_browser(fb_settings: Settings, browser: webdriver.Chrome) -> None:
     ids = seed(fb_settings)
-    wait = WebDriverWait(browser, 20)
+    # Cards are replaced in place after a review: an element found just before the swap goes stale.
+    wait = WebDriverWait(browser, 20, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
     with serve(fb_settings) as fb:
         browser.get(fb.url + "/")
         assert "Enter an admin key" in browser.find_element(By.ID, "queue").text

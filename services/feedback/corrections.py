@@ -1,0 +1,150 @@
+"""Fold reviewed corrections into a dataset: pure file work, no database (``release.py`` does the bookkeeping).
+
+New version = the parent's train + eval rows, where each correction REPLACES the row of the same normalized
+question (or a near-duplicate of it) and is appended otherwise, all passed through ingest's own cleaning, PII
+redaction, dedup and split, plus ``regression.jsonl`` (every correction so far), which the trainer evaluates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.feedback.errors import FeedbackError
+from services.ingest.cleaning import clean_pair
+from services.ingest.dedup import jaccard, question_key, shingles
+from services.ingest.errors import IngestError
+from services.ingest.options import IngestOptions
+from services.ingest.pipeline import PreparedDataset, dataset_id_for, prepare_dataset, write_dataset
+from services.ingest.sources import QAPair
+
+REGRESSION_FILE = "regression.jsonl"
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A reviewed flag: the question as the user asked it and the answer the model should have given."""
+
+    flag_id: str
+    question: str
+    answer: str
+
+
+def read_rows(dataset_dir: Path) -> list[QAPair]:
+    """The train + eval rows of a stored dataset version."""
+    rows: list[QAPair] = []
+    for name in ("train.jsonl", "eval.jsonl"):
+        path = dataset_dir / name
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                obj = json.loads(line)
+                rows.append(QAPair(obj.get("instruction", ""), obj.get("input") or "", obj.get("output", "")))
+    return rows
+
+
+def options_of(card: dict[str, Any]) -> IngestOptions:
+    """The parent's ingest options, so the new version is cleaned and split the same way.
+
+    card.json keeps only the COUNT of sensitive words (the words themselves stay with whoever ingested), so they
+    cannot be re-applied; parent rows are already masked, and corrections still get PII redaction. The field
+    mapping is dropped because the records built here always use question/input/answer.
+    """
+    values = dict(card.get("options") or {})
+    for key in ("sensitive_words", "question_field", "answer_field", "input_field"):
+        values.pop(key, None)
+    try:
+        return IngestOptions(**values)
+    except ValidationError:
+        return IngestOptions()
+
+
+def _records(pairs: Sequence[QAPair]) -> list[dict[str, str]]:
+    return [{"question": p.instruction, "input": p.input, "answer": p.output} for p in pairs]
+
+
+def _jsonl(pairs: Sequence[QAPair]) -> bytes:
+    rows = ({"instruction": p.instruction, "input": p.input, "output": p.output} for p in pairs)
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+
+
+def clean_corrections(corrections: Sequence[Correction], options: IngestOptions) -> list[QAPair]:
+    """Corrections through the ingest pipeline on their own: the newest correction of a question wins, then
+    cleaning, PII redaction and filters apply exactly as to FAQ rows. Raises if none survives."""
+    latest: dict[str, QAPair] = {}
+    for c in corrections:  # oldest first, so a later review of the same question overwrites an earlier one
+        pair = QAPair(c.question, "", c.answer)
+        key = question_key(clean_pair(pair))
+        latest.pop(key, None)
+        latest[key] = pair
+    try:
+        prepared = prepare_dataset(_records(list(latest.values())), options, source="feedback corrections")
+    except IngestError as exc:
+        raise FeedbackError(422, "no_usable_corrections", f"no correction survives cleaning: {exc}") from None
+    return [*prepared.train, *prepared.eval]
+
+
+def _replaced(row: QAPair, keys: set[str], grams: list[frozenset[str]], options: IngestOptions) -> bool:
+    key = question_key(row)
+    if key in keys:
+        return True
+    # A user's wording rarely matches the FAQ's exactly ("怎么重置密码" vs "如何重置密码？"); a near-duplicate
+    # would be deduplicated against the correction later, and dedup keeps the better-FORMED row, which could be
+    # the wrong answer. So the correction replaces near-duplicates too, by the same measure dedup uses.
+    if not options.near_dedup:
+        return False
+    mine = shingles(key, options.ngram)
+    return any(jaccard(mine, g) >= options.near_dup_threshold for g in grams)
+
+
+def build_release(
+    parent_dir: Path, parent_id: str, corrections: Sequence[Correction], flag_ids: Sequence[str], out_dir: Path
+) -> tuple[str, dict[str, Any]]:
+    """Write the new version into ``out_dir`` (which must not exist); returns ``(dataset_id, card)``."""
+    card_path = parent_dir / "card.json"
+    parent_card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    options = options_of(parent_card)
+    fixes = clean_corrections(corrections, options)
+    keys = {question_key(p) for p in fixes}
+    grams = [shingles(k, options.ngram) for k in keys]
+    base = read_rows(parent_dir)
+    kept = [row for row in base if not _replaced(row, keys, grams, options)]
+    try:
+        prepared = prepare_dataset(_records([*kept, *fixes]), options, source=f"feedback:{parent_id}")
+    except IngestError as exc:
+        raise FeedbackError(422, "bad_release", str(exc)) from None
+
+    # The split hashes the question, so a corrected question may land in eval — where the model would never learn
+    # it, and the next agent would flag the same answer again. Corrections always train; the regression set
+    # (and the trainer's evaluation of it) is what checks that they were learnt.
+    moved = [p for p in prepared.eval if question_key(p) in keys]
+    train = (*prepared.train, *moved)
+    eval_ = tuple(p for p in prepared.eval if question_key(p) not in keys)
+    files = PreparedDataset(prepared.dataset_id, train, eval_, prepared.card).files()
+    content_id = dataset_id_for(files["train.jsonl"], files["eval.jsonl"], options)
+    regression = _jsonl(fixes)
+    # The regression set is not in ingest's id (it hashes train/eval only); fold it in, so a release that changes
+    # only regression.jsonl is still a new, content-addressed version rather than a silent no-op.
+    dataset_id = "ds-" + hashlib.sha256(content_id.encode() + b"\0" + regression).hexdigest()[:16]
+
+    card = dict(prepared.card)
+    card["dataset_id"] = dataset_id
+    card["counts"] = {**card["counts"], "train": len(train), "eval": len(eval_), "regression": len(fixes)}
+    card["split"] = {**card["split"], "train": len(train), "eval": len(eval_), "corrections_moved_to_train": len(moved)}
+    card["parent_dataset_id"] = parent_id
+    card["feedback"] = {
+        "flag_ids": list(flag_ids),
+        "corrections": len(corrections),
+        "corrections_kept": len(fixes),
+        "rows_replaced": len(base) - len(kept),
+    }
+    write_dataset(replace(prepared, dataset_id=dataset_id, train=train, eval=eval_, card=card), out_dir)
+    (out_dir / REGRESSION_FILE).write_bytes(regression)
+    return dataset_id, card

@@ -1,0 +1,198 @@
+"""Flags: an agent flags a served answer (with a reason and maybe a correction); an admin reviews it.
+
+A flag is written to the database and its ``feedback.flagged`` event to the outbox in ONE transaction, so an
+accepted flag is never lost and never announced without being stored. Statuses: open → approved | rejected
+(re-reviewable) → released (final: the correction is in a dataset version).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from libs.common.events import FeedbackFlagged
+from libs.common.outbox import enqueue
+from libs.common.tables import Answer, Flag, utcnow
+from services.feedback.errors import FeedbackError, not_found
+
+STATUSES = ("open", "approved", "rejected", "released")
+AUTO_REVIEWER = "auto-approve"
+Action = Literal["approve", "edit", "reject"]
+
+
+@dataclass(frozen=True)
+class FlagView:
+    """A flag with the answer it is about and that answer's lineage: what the API and the review page show."""
+
+    flag_id: str
+    answer_id: str
+    status: str
+    reason: str
+    correction: str | None
+    final_correction: str | None
+    agent: str
+    reviewer: str | None
+    review_note: str | None
+    released_dataset_id: str | None
+    created_at: datetime
+    reviewed_at: datetime | None
+    question: str
+    answer: str
+    engine_id: str | None
+    model_id: str | None
+    dataset_id: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        for key in ("created_at", "reviewed_at"):
+            doc[key] = doc[key].isoformat() if doc[key] else None
+        return doc
+
+
+def _view(flag: Flag, answer: Answer | None) -> FlagView:
+    return FlagView(
+        flag_id=flag.flag_id,
+        answer_id=flag.answer_id,
+        status=flag.status,
+        reason=flag.reason,
+        correction=flag.correction,
+        final_correction=flag.final_correction,
+        agent=flag.agent,
+        reviewer=flag.reviewer,
+        review_note=flag.review_note,
+        released_dataset_id=flag.released_dataset_id,
+        created_at=flag.created_at,
+        reviewed_at=flag.reviewed_at,
+        question=answer.question if answer else "",
+        answer=answer.answer if answer else "",
+        engine_id=answer.engine_id if answer else None,
+        model_id=answer.model_id if answer else None,
+        dataset_id=answer.dataset_id if answer else None,
+    )
+
+
+def _text(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value or None
+
+
+async def flag_answer(
+    sessions: async_sessionmaker,
+    *,
+    answer_id: str,
+    reason: str,
+    agent: str,
+    correction: str | None = None,
+    auto_approve: bool = False,
+) -> FlagView:
+    """Store a flag on ``answer_id`` and stage ``feedback.flagged``; 404 if the gateway never served that answer.
+
+    With ``auto_approve`` a flag that carries a correction is approved at once (the demo's setting).
+    """
+    reason_text = _text(reason)
+    if reason_text is None:
+        raise FeedbackError(400, "invalid_request", "reason: a flag needs a reason")
+    fix = _text(correction)
+    async with sessions() as session, session.begin():
+        answer = await session.get(Answer, answer_id)
+        if answer is None:
+            raise not_found("answer", answer_id)
+        flag = Flag(
+            flag_id=f"fl-{uuid.uuid4().hex}",
+            answer_id=answer_id,
+            reason=reason_text,
+            correction=fix,
+            agent=agent,
+            status="open",
+            created_at=utcnow(),
+        )
+        if auto_approve and fix is not None:
+            flag.status, flag.reviewer, flag.final_correction = "approved", AUTO_REVIEWER, fix
+            flag.reviewed_at = utcnow()
+        session.add(flag)
+        enqueue(
+            session,
+            FeedbackFlagged(flag_id=flag.flag_id, answer_id=answer_id, reason=reason_text, correction=fix, agent=agent),
+        )
+    return _view(flag, answer)
+
+
+async def get_flag(sessions: async_sessionmaker, flag_id: str) -> FlagView:
+    async with sessions() as session:
+        row = (
+            await session.execute(
+                select(Flag, Answer)
+                .outerjoin(Answer, Answer.answer_id == Flag.answer_id)
+                .where(Flag.flag_id == flag_id)
+            )
+        ).first()
+    if row is None:
+        raise not_found("flag", flag_id)
+    return _view(row[0], row[1])
+
+
+async def list_flags(
+    sessions: async_sessionmaker, *, status: str | None = None, limit: int = 100, offset: int = 0
+) -> list[FlagView]:
+    """Flags oldest first (a queue: the longest-waiting flag is reviewed first), optionally of one status."""
+    if status is not None and status not in STATUSES:
+        raise FeedbackError(400, "invalid_request", f"status: must be one of {', '.join(STATUSES)}")
+    query = select(Flag, Answer).outerjoin(Answer, Answer.answer_id == Flag.answer_id)
+    if status is not None:
+        query = query.where(Flag.status == status)
+    query = query.order_by(Flag.created_at, Flag.flag_id).limit(limit).offset(offset)
+    async with sessions() as session:
+        rows = (await session.execute(query)).all()
+    return [_view(flag, answer) for flag, answer in rows]
+
+
+async def review_flag(
+    sessions: async_sessionmaker,
+    flag_id: str,
+    *,
+    action: Action,
+    reviewer: str,
+    correction: str | None = None,
+    note: str | None = None,
+) -> FlagView:
+    """Approve (the agent's correction), edit (approve the reviewer's ``correction``) or reject a flag.
+
+    A flag may be reviewed again until it is released; a released flag is part of a dataset and stays as it is.
+    """
+    async with sessions() as session, session.begin():
+        # Locked so a release running now either sees this review or this review sees the flag released.
+        flag = await session.get(Flag, flag_id, with_for_update=True)
+        if flag is None:
+            raise not_found("flag", flag_id)
+        if flag.status == "released":
+            raise FeedbackError(
+                409, "already_released", f"flag {flag_id} is already in dataset {flag.released_dataset_id}"
+            )
+        if action == "approve":
+            final = flag.correction
+            if final is None:
+                raise FeedbackError(400, "correction_required", "this flag has no correction to approve; edit it")
+        elif action == "edit":
+            final = _text(correction)
+            if final is None:
+                raise FeedbackError(400, "correction_required", "correction: an edit needs the corrected answer")
+        elif action == "reject":
+            final = None
+        else:
+            raise FeedbackError(400, "invalid_request", "action: must be approve, edit or reject")
+        flag.status = "rejected" if action == "reject" else "approved"
+        flag.final_correction = final
+        flag.reviewer = reviewer
+        flag.review_note = _text(note)
+        flag.reviewed_at = utcnow()
+        answer = await session.get(Answer, flag.answer_id)
+    return _view(flag, answer)
+
+
+async def count_approved(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(Flag).where(Flag.status == "approved")) or 0)

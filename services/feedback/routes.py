@@ -1,0 +1,103 @@
+"""JSON API: flag an answer, list and read flags (agent or admin), review flags and release (admin)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from libs.common.runtime import ServiceRuntime
+from services.feedback import flags
+from services.feedback.auth import ADMIN_ROLES, AGENT_ROLES, Principal, require
+from services.feedback.batcher import ReleaseBatcher
+
+router = APIRouter(prefix="/v1")
+Agent = Annotated[Principal, Depends(require(AGENT_ROLES))]
+Admin = Annotated[Principal, Depends(require(ADMIN_ROLES))]
+
+
+class FlagIn(BaseModel):
+    answer_id: str = Field(min_length=1, max_length=64, description="The id the gateway returned with the answer.")
+    reason: str = Field(min_length=1, max_length=2000)
+    correction: str | None = Field(default=None, max_length=8000, description="What the answer should have been.")
+    agent: str | None = Field(default=None, max_length=100, description="The person flagging (default: the key).")
+
+
+class ReviewIn(BaseModel):
+    action: Literal["approve", "edit", "reject"]
+    correction: str | None = Field(default=None, max_length=8000, description="Required for edit.")
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ReleaseIn(BaseModel):
+    dataset_id: str | None = Field(default=None, description="Parent dataset; default: the live deployment's.")
+
+
+def agent_label(principal: Principal, named: str | None) -> str:
+    """The flagging person if the client names one, always with the key it came through (names are free text)."""
+    return f"{named.strip()} ({principal.key_id})" if named and named.strip() else principal.label
+
+
+def _rt(request: Request) -> ServiceRuntime:
+    return request.app.state.runtime
+
+
+@router.post("/flags", status_code=201)
+async def create_flag(body: FlagIn, request: Request, principal: Agent) -> dict[str, Any]:
+    """Flag an answer; 404 if no such answer was served. Publishes ``feedback.flagged`` (via the outbox)."""
+    rt = _rt(request)
+    view = await flags.flag_answer(
+        rt.sessions,
+        answer_id=body.answer_id,
+        reason=body.reason,
+        correction=body.correction,
+        agent=agent_label(principal, body.agent),
+        auto_approve=rt.settings.feedback_auto_approve,  # type: ignore[attr-defined]
+    )
+    rt.kick_outbox()
+    if view.status == "approved":
+        request.app.state.batcher.poke()
+    return view.to_json()
+
+
+@router.get("/flags")
+async def get_flags(
+    request: Request,
+    _: Agent,
+    status: Annotated[str | None, Query(description="open | approved | rejected | released")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    views = await flags.list_flags(_rt(request).sessions, status=status, limit=limit, offset=offset)
+    return {"flags": [v.to_json() for v in views]}
+
+
+@router.get("/flags/{flag_id}")
+async def get_one_flag(flag_id: str, request: Request, _: Agent) -> dict[str, Any]:
+    return (await flags.get_flag(_rt(request).sessions, flag_id)).to_json()
+
+
+@router.post("/flags/{flag_id}/review")
+async def review(flag_id: str, body: ReviewIn, request: Request, principal: Admin) -> dict[str, Any]:
+    view = await flags.review_flag(
+        _rt(request).sessions,
+        flag_id,
+        action=body.action,
+        reviewer=principal.label,
+        correction=body.correction,
+        note=body.note,
+    )
+    if view.status == "approved":
+        request.app.state.batcher.poke()
+    return view.to_json()
+
+
+@router.post("/releases")
+async def release(request: Request, _: Admin, body: ReleaseIn | None = None) -> dict[str, Any]:
+    """Release every approved flag now (whatever the threshold): the new dataset, or ``released: false``."""
+    batcher: ReleaseBatcher = request.app.state.batcher
+    result = await batcher.release(dataset_id=body.dataset_id if body else None)
+    if result is None:
+        return {"released": False, "reason": "no approved flags to release"}
+    return {"released": True, **result.to_json()}
