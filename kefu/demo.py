@@ -134,8 +134,58 @@ async def _pipeline(events: EventLog, say) -> dict[str, Any]:  # type: ignore[no
     say(f"demo: engine {out['engine_id']} live after {out['pipeline_seconds']}s (dataset.ready → deployment.live)")
     keys = await _keys(("app", "agent"))
     out["answers"] = [await _ask(q, keys["app"], say) for q in _sample_questions()]
-    out["missing"] = [s for s in ("feedback",) if s not in service_names()]
+    if "feedback" not in service_names():
+        out["missing"] = ["feedback"]
+        return out
+    out.update(await _feedback_loop(events, out, keys, say))
+    out["missing"] = []
     return out
+
+
+async def _feedback_loop(events: EventLog, out: dict[str, Any], keys: dict[str, str], say) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """An agent corrects one answer; the correction is approved, released, trained, built and goes live."""
+    from services.ingest.cleaning import normalize_text
+
+    flagged = out["answers"][0]
+    correction = f"{flagged['answer'].rstrip('。')}。如仍有疑问，请拨打客服热线400-820-8820。"
+    feedback_url = service_settings("feedback").endpoints()["http"]
+    started = time.monotonic()
+    async with httpx.AsyncClient(timeout=30) as client:
+        resp = await client.post(
+            f"{feedback_url}/v1/flags",
+            headers={"Authorization": f"Bearer {keys['agent']}"},
+            json={"answer_id": flagged["answer_id"], "reason": "should point to the hotline", "correction": correction},
+        )
+    resp.raise_for_status()
+    say(f"demo: agent flagged answer {flagged['answer_id']} with a correction (flag {resp.json().get('flag_id')})")
+    _, _, ds = await events.wait_for({Topic.DATASET_READY.value}, {"parent_dataset_id": out["dataset_id"]})
+    say(f"demo: correction released as dataset {ds['dataset_id']} (parent {out['dataset_id']})")
+    _, topic, model = await events.wait_for(
+        {Topic.MODEL_TRAINED.value, Topic.MODEL_FAILED.value}, {"dataset_id": ds["dataset_id"]}
+    )
+    if topic == Topic.MODEL_FAILED.value:
+        raise RuntimeError(f"retraining failed: {model['reason']}")
+    _, _, engine = await events.wait_for({Topic.ENGINE_BUILT.value}, {"model_id": model["model_id"]})
+    at, _, _ = await events.wait_for(
+        {Topic.DEPLOYMENT_LIVE.value}, {"engine_id": engine["engine_id"], "traffic_percent": 100.0}
+    )
+    say(f"demo: corrected engine {engine['engine_id']} promoted to 100% after {at - started:.1f}s")
+    again = await _ask(flagged["question"], keys["app"], say)
+    return {
+        "feedback_seconds": round(at - started, 1),
+        "feedback_dataset_id": ds["dataset_id"],
+        "feedback_engine_id": engine["engine_id"],
+        "corrected_answer": again["answer"],
+        "feedback_fixed": normalize_text(again["answer"]) == normalize_text(correction),
+        "stages": [
+            *out["stages"],
+            "feedback.flagged",
+            "dataset.ready",
+            "model.trained",
+            "engine.built",
+            "deployment.live",
+        ],
+    }
 
 
 async def _keys(roles: tuple[str, ...]) -> dict[str, str]:
@@ -181,7 +231,9 @@ def print_summary(summary: dict[str, Any], say) -> None:  # type: ignore[no-unty
         ("train exact match", summary.get("train_exact_match", "-")),
         ("engine vs trained model agreement", summary.get("agreement", "-")),
         ("eval exact match (unseen questions)", summary.get("eval_exact_match", "-")),
-        ("pipeline seconds (dataset.ready → last stage)", summary.get("pipeline_seconds", "-")),
+        ("pipeline seconds (dataset.ready → deployment.live)", summary.get("pipeline_seconds", "-")),
+        ("feedback seconds (flag → corrected engine live)", summary.get("feedback_seconds", "-")),
+        ("corrected answer learned", summary.get("feedback_fixed", "-")),
         ("not built yet", ", ".join(summary.get("missing", [])) or "nothing"),
         ("artifacts", summary.get("home", "-")),
     ]

@@ -45,7 +45,15 @@ def test_demo_runs_the_loop_and_reports_it(tmp_path: Path) -> None:
     if "builder" in service_names():
         assert "engine.built" in summary["stages"]
         assert summary["agreement"] >= 0.98
-        assert summary["answers"] and all(a["answer"] for a in summary["answers"])
+    if "gateway" in service_names():
+        assert "deployment.live" in summary["stages"]
+        # Answers to trained questions came back through the gRPC gateway, each with an answer id.
+        assert summary["answers"] and all(a["answer"] and a["answer_id"] for a in summary["answers"])
+    if "feedback" in service_names():
+        # The loop closed: the agent's correction was released, retrained, built, promoted and is now the answer.
+        assert summary["feedback_fixed"] is True, summary.get("corrected_answer")
+        assert summary["feedback_seconds"] > 0
+        assert summary["missing"] == []
     # Every lifecycle event the demo waited for was printed by the supervisor as it happened.
     for stage in summary["stages"]:
         assert any(line.startswith(stage) for line in proc.stdout.splitlines())
