@@ -94,6 +94,18 @@ def demo(
         print(json.dumps(summary, ensure_ascii=False))
 
 
+@app.command()
+def bench(
+    as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: one JSON object of results.")] = False,
+    with_demo: Annotated[bool, typer.Option(help="Also run `kefu demo` (minutes) for pipeline_seconds.")] = False,
+    write: Annotated[bool, typer.Option(help="Write the table to docs/benchmarks.md.")] = True,
+) -> None:
+    """Measure serving and training ratios side by side on this machine (see docs/benchmarks.md)."""
+    from kefu.bench import run_bench
+
+    run_bench(as_json, with_demo, write)
+
+
 @app.command("db-upgrade")
 def db_upgrade() -> None:
     """Apply database migrations (the stack does this itself at start)."""
@@ -102,6 +114,19 @@ def db_upgrade() -> None:
     settings = _settings()
     upgrade_database(settings.effective_database_url)
     print(f"database at head: {settings.effective_database_url}")
+
+
+@app.command("asyncapi")
+def asyncapi(
+    out: Annotated[Path, typer.Option(help="Where to write it: .yaml/.yml → YAML, anything else → JSON.")] = Path(
+        "asyncapi.yaml"
+    ),
+    bootstrap: Annotated[str, typer.Option(help="Kafka bootstrap servers named in the document.")] = "kafka:9092",
+) -> None:
+    """Write the AsyncAPI document of the lifecycle topics (generated from the event models)."""
+    from kefu.asyncapi import write_asyncapi
+
+    print(f"wrote {write_asyncapi(out, bootstrap=bootstrap)}")
 
 
 for _name in service_names():

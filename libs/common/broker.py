@@ -1,5 +1,9 @@
 """FastStream KafkaBroker factory and the dead-letter policy every consumer shares.
 
+Every broker carries FastStream's OpenTelemetry middleware (trace context in Kafka headers, a span per publish and
+per handled message) and Prometheus middleware (events received/processed/published and handler latency per
+topic, in the default registry that ``/metrics`` serves), around the dead-letter middleware.
+
 Idempotence is off: Tansu (and stock aiokafka's InitProducerId v0) rejects it. Handlers are idempotent instead
 (``libs.common.outbox.claim_event``), and producing after a DB write goes through the outbox.
 """
@@ -13,11 +17,15 @@ from typing import Any
 
 from faststream import BaseMiddleware
 from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
+from prometheus_client import REGISTRY
 
 from libs.common.events import DeadLetter, Event
 from libs.common.settings import KefuSettings
+from libs.common.telemetry import METRICS_PREFIX, configure_tracing, record_dead_letter
 
 log = logging.getLogger("kefu.broker")
 
@@ -55,6 +63,7 @@ async def send_to_dlq(broker: KafkaBroker, msg: StreamMessage[Any], exc: BaseExc
         offset=getattr(raw, "offset", None),
         partition=getattr(raw, "partition", None),
     )
+    record_dead_letter(topic, consumer, exc)
     log.warning("dead-lettered %s offset=%s from %s: %s", topic, letter.offset, consumer, error.splitlines()[0])
     await broker.publish(
         letter.model_dump_json(),
@@ -70,13 +79,22 @@ async def json_body(msg: StreamMessage[Any]) -> Any:
 
 
 def make_broker(settings: KefuSettings, *, service: str) -> KafkaBroker:
-    """One broker per service process; consumers of the service share its dead-letter policy."""
+    """One broker per service process; consumers of the service share its dead-letter policy.
+
+    Middleware order matters: the first is outermost. Telemetry wraps everything so the DLQ publish is part of the
+    consumer's trace; Prometheus sits inside the DLQ policy so a failing handler still counts as an error there.
+    """
+    configure_tracing(service, settings)
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=f"kefu-{service}",
         enable_idempotence=False,
         acks="all",
-        middlewares=[partial(DeadLetterMiddleware, consumer=service)],
+        middlewares=[
+            KafkaTelemetryMiddleware(),
+            partial(DeadLetterMiddleware, consumer=service),
+            KafkaPrometheusMiddleware(registry=REGISTRY, app_name=service, metrics_prefix=METRICS_PREFIX),
+        ],
         decoder=json_body,
         logger=logging.getLogger(f"kefu.{service}.faststream"),
     )

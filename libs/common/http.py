@@ -8,6 +8,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from libs.common.telemetry import configure_tracing
+
 
 class ApiError(Exception):
     """Raise from a handler to answer ``{"error": {"code", "message"}}`` with ``status``."""
@@ -22,7 +24,11 @@ def error_body(code: str, message: str) -> dict:
 
 
 def install_common(app: FastAPI, *, service: str) -> None:
-    """Error shape for every failure path, plus ``/healthz`` and ``/metrics``."""
+    """Error shape for every failure path, plus ``/healthz`` and ``/metrics``; server spans when tracing is on."""
+    if configure_tracing(service):
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,metrics")
 
     @app.exception_handler(ApiError)
     async def _api_error(_req: Request, exc: ApiError) -> JSONResponse:

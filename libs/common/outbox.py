@@ -22,6 +22,7 @@ from libs.common.broker import make_broker, publish_json
 from libs.common.events import Event
 from libs.common.settings import KefuSettings
 from libs.common.tables import EventLedger, OutboxMessage, ProcessedEvent, utcnow
+from libs.common.telemetry import resumed_trace, trace_headers
 
 log = logging.getLogger("kefu.outbox")
 
@@ -41,7 +42,14 @@ def enqueue(session: AsyncSession, event: Event) -> None:
     """Stage ``event`` for publishing; it is sent only if the caller's transaction commits."""
     payload = event.model_dump_json()
     session.add(
-        OutboxMessage(event_id=event.event_id, topic=event.topic.value, key=event.key, payload=payload, attempts=0)
+        OutboxMessage(
+            event_id=event.event_id,
+            topic=event.topic.value,
+            key=event.key,
+            payload=payload,
+            attempts=0,
+            headers=trace_headers(),
+        )
     )
     session.add(
         EventLedger(
@@ -87,6 +95,7 @@ async def publish_pending(
                     OutboxMessage.key,
                     OutboxMessage.payload,
                     OutboxMessage.event_id,
+                    OutboxMessage.headers,
                 )
             )
         ).all()
@@ -94,7 +103,8 @@ async def publish_pending(
     failed: tuple[int, str] | None = None
     for row in sorted(leased, key=lambda r: r.id):
         try:
-            await publish_json(broker, topic=row.topic, key=row.key, payload=row.payload, event_id=row.event_id)
+            with resumed_trace(row.headers):
+                await publish_json(broker, topic=row.topic, key=row.key, payload=row.payload, event_id=row.event_id)
         except Exception as exc:  # noqa: BLE001 - keep the row; retry on the next pass
             failed = (row.id, f"{type(exc).__name__}: {exc}"[:2000])
             log.warning("outbox publish of %s to %s failed: %s", row.event_id, row.topic, failed[1])

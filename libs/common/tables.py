@@ -64,6 +64,9 @@ class OutboxMessage(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    # W3C trace context of the transaction that staged the event (the payload schema is fixed): the relay
+    # publishes within it, so the event's consumers join the producer's trace.
+    headers: Mapped[dict | None] = mapped_column(JSON)
 
 
 class Dataset(Base):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
 
 import tritonclient.grpc.aio as aioclient
+from prometheus_client import Counter, Gauge, Histogram
 
 from libs.common.broker import consumer_options
 from libs.common.events import DeploymentRolledBack, ModelTrained, Topic
@@ -14,12 +16,21 @@ from libs.common.jobs import add_job, finish_job
 from libs.common.outbox import claim_event
 from libs.common.runtime import ServiceRuntime
 from libs.common.tables import Engine, Job
+from libs.common.telemetry import resumed_trace, trace_headers
 from libs.common.triton_stream import stream_answer
 from services.builder.settings import Settings
 
 log = logging.getLogger("kefu.builder")
 JOB_KIND = "build"
 SMOKE_QUESTION = "你好"
+
+BUILD_SECONDS = Histogram(
+    "kefu_builder_build_seconds", "Export + quality gate of one build.", buckets=(5, 15, 30, 60, 120, 300, 600, 1800)
+)
+GATE_AGREEMENT = Gauge("kefu_builder_gate_agreement", "Engine/trained-model greedy agreement of the last passed build.")
+BUILDS = Counter(
+    "kefu_builder_builds", "Build outcomes: passed, build_error (gate or model), smoke_failed.", ["result"]
+)
 
 
 def register(rt: ServiceRuntime, wake: asyncio.Event) -> None:
@@ -28,7 +39,9 @@ def register(rt: ServiceRuntime, wake: asyncio.Event) -> None:
         async with rt.sessions() as session, session.begin():
             if not await claim_event(session, "builder", event.event_id):
                 return
-            queued = await add_job(session, JOB_KIND, event.model_id, event.model_dump(mode="json"))
+            # The job runs outside this consumer's span: its payload carries the trace on to engine.built.
+            payload = {**event.model_dump(mode="json"), "trace": trace_headers()}
+            queued = await add_job(session, JOB_KIND, event.model_id, payload)
         if queued:
             log.info("queued build of model %s", event.model_id)
             wake.set()
@@ -83,10 +96,16 @@ async def load_and_smoke_test(settings: Settings, name: str, version: int) -> st
 
 async def run_build(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
     """Build, gate, load and smoke-test one trained model; record the engine and stage ``engine.built``."""
+    with resumed_trace(job.payload.get("trace"), span_name="kefu.builder.build"):
+        await _build(rt, settings, job)
+
+
+async def _build(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
     from services.builder.build import build  # torch/onnx imports take seconds: keep them off the start path
     from services.builder.publish import record_engine
 
     event = ModelTrained.model_validate(job.payload)
+    started = time.perf_counter()
     try:
         model_dir = rt.artifacts.resolve_uri(event.uri)
         dataset_dir = rt.artifacts.path("datasets", event.dataset_id)
@@ -101,15 +120,21 @@ async def run_build(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
             max_prompts_per_split=settings.builder_max_prompts,
         )
     except Exception as exc:  # BuildError (gate, broken model) or anything unexpected: the job fails loudly
+        BUILD_SECONDS.observe(time.perf_counter() - started)
+        BUILDS.labels("build_error").inc()
         log.exception("build of model %s failed", event.model_id)
         async with rt.sessions() as session, session.begin():
             await finish_job(session, job.id, error=f"{type(exc).__name__}: {exc}"[:4000])
         return
+    BUILD_SECONDS.observe(time.perf_counter() - started)
+    if isinstance(result.quality.get("agreement"), int | float):
+        GATE_AGREEMENT.set(float(result.quality["agreement"]))
     try:
         answer = await load_and_smoke_test(settings, result.triton_model, result.triton_version)
     except Exception as exc:
         # Take the version back out so Triton keeps (or returns to) serving the previous one.
         shutil.rmtree(result.version_dir, ignore_errors=True)
+        BUILDS.labels("smoke_failed").inc()
         log.exception("engine %s failed its Triton smoke test", result.engine_id)
         async with rt.sessions() as session, session.begin():
             await finish_job(session, job.id, error=f"smoke test failed: {exc}"[:4000])
@@ -117,6 +142,7 @@ async def run_build(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
     async with rt.sessions() as session, session.begin():
         await record_engine(session, result)
         await finish_job(session, job.id, result={"engine_id": result.engine_id, "smoke_answer": answer})
+    BUILDS.labels("passed").inc()
     rt.kick_outbox()
     log.info(
         "engine %s live in Triton as %s v%s; smoke answer %r",

@@ -91,6 +91,51 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         REQUESTS.labels("grpc", "true", "OK").inc()
 
 
+class _Malformed:
+    def __init__(self, exc: Exception) -> None:
+        self.message = f"malformed request message: {type(exc).__name__}: {exc}"
+
+
+class RejectMalformed(grpc.aio.ServerInterceptor):
+    """Answer undecodable request bytes with INVALID_ARGUMENT (grpc.aio's own answer is UNKNOWN, which reads as a
+    server bug). Decoding moves into the handler, where a failure can be reported properly."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+            return handler
+        parse = handler.request_deserializer
+
+        def lenient(raw: bytes) -> object:
+            try:
+                return parse(raw)
+            except Exception as exc:  # noqa: BLE001 - any decoding failure is the client's
+                return _Malformed(exc)
+
+        if handler.response_streaming:
+            behavior = handler.unary_stream
+
+            async def stream(request, context):
+                if isinstance(request, _Malformed):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+                async for item in behavior(request, context):
+                    yield item
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, request_deserializer=lenient, response_serializer=handler.response_serializer
+            )
+        behavior = handler.unary_unary
+
+        async def unary(request, context):
+            if isinstance(request, _Malformed):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary, request_deserializer=lenient, response_serializer=handler.response_serializer
+        )
+
+
 class GrpcServer:
     """The grpc.aio server of the gateway: ChatService + health, graceful stop (in-flight calls may finish)."""
 
@@ -98,10 +143,11 @@ class GrpcServer:
         settings = gw.settings
         self.grace = settings.gateway_grace_seconds
         self.server = grpc.aio.server(
+            interceptors=[RejectMalformed()],
             options=[
                 ("grpc.max_receive_message_length", settings.gateway_max_body_bytes),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         chat_pb2_grpc.add_ChatServiceServicer_to_server(ChatService(gw), self.server)
         self.health = health.aio.HealthServicer()

@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import Gauge
 
 from libs.common.broker import consumer_options
 from libs.common.events import DatasetReady, ModelFailed, Topic
@@ -12,11 +17,33 @@ from libs.common.jobs import add_job, finish_job
 from libs.common.outbox import claim_event, enqueue
 from libs.common.runtime import ServiceRuntime
 from libs.common.tables import Job
+from libs.common.telemetry import resumed_trace, trace_headers
 from services.trainer.config import TrainConfig
 from services.trainer.settings import Settings
 
 log = logging.getLogger("kefu.trainer")
 JOB_KIND = "train"
+
+TRAIN_STEP = Gauge("kefu_trainer_step", "Optimizer step of the running training job.")
+TRAIN_LOSS = Gauge("kefu_trainer_loss", "Last logged training loss.")
+TRAIN_STEPS_PER_SECOND = Gauge("kefu_trainer_steps_per_second", "Optimizer steps per second between log lines.")
+
+
+def _progress(dataset_id: str) -> Callable[[dict[str, Any]], None]:
+    """The training progress callback: a log line and the trainer gauges (throughput from successive calls)."""
+    last = {"step": 0.0, "at": time.monotonic()}
+
+    def report(m: dict[str, Any]) -> None:
+        log.info("progress %s %s", dataset_id, {k: round(v, 4) for k, v in m.items() if isinstance(v, int | float)})
+        step, now = float(m.get("step") or 0), time.monotonic()
+        TRAIN_STEP.set(step)
+        if isinstance(m.get("loss"), int | float):
+            TRAIN_LOSS.set(m["loss"])
+        if step > last["step"] and now > last["at"]:
+            TRAIN_STEPS_PER_SECOND.set((step - last["step"]) / (now - last["at"]))
+        last.update(step=step, at=now)
+
+    return report
 
 
 def register(rt: ServiceRuntime, wake: asyncio.Event) -> None:
@@ -25,7 +52,9 @@ def register(rt: ServiceRuntime, wake: asyncio.Event) -> None:
         async with rt.sessions() as session, session.begin():
             if not await claim_event(session, "trainer", event.event_id):
                 return
-            queued = await add_job(session, JOB_KIND, event.dataset_id, event.model_dump(mode="json"))
+            # The job runs outside this consumer's span: its payload carries the trace on to model.trained.
+            payload = {**event.model_dump(mode="json"), "trace": trace_headers()}
+            queued = await add_job(session, JOB_KIND, event.dataset_id, payload)
         if queued:
             log.info("queued training of %s", event.dataset_id)
             wake.set()
@@ -35,6 +64,11 @@ def register(rt: ServiceRuntime, wake: asyncio.Event) -> None:
 
 async def run_training(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
     """Train one queued dataset; success → model.trained, failure → model.failed with the reason."""
+    with resumed_trace(job.payload.get("trace"), span_name="kefu.trainer.train"):
+        await _train(rt, settings, job)
+
+
+async def _train(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
     # torch/TRL imports take seconds: keep them off the service's start path.
     from services.trainer.base_model import resolve_base_model
     from services.trainer.publish import record_model
@@ -57,7 +91,7 @@ async def run_training(rt: ServiceRuntime, settings: Settings, job: Job) -> None
             base=base,
             tracking_uri=settings.tracking_uri(),
             artifact_root=settings.home,
-            progress=lambda m: log.info("progress %s", {k: round(v, 4) for k, v in m.items()}),
+            progress=_progress(event.dataset_id),
         )
     except Exception as exc:  # any training failure becomes model.failed, never a silent loss
         reason = f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,101 @@
+"""kill -9 mid-pipeline: the supervisor restarts the trainer (killed while training) and the builder (killed while
+building); the loop still reaches ``deployment.live``, with exactly one ``model.trained`` and one ``engine.built``
+for the dataset — the interrupted jobs were retried, not lost and not duplicated."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from kefu.demo import SAMPLE
+from tests.conftest import free_port
+from tests.integration.test_stack import read_until, stack_env, status
+
+pytestmark = pytest.mark.slow
+STAGE_TIMEOUT = 420
+
+
+def kill_when_logged(env: dict[str, str], name: str, marker: str, timeout: float) -> None:
+    """SIGKILL service ``name`` as soon as its log shows ``marker`` (i.e. mid-job)."""
+    log = Path(env["KEFU_HOME"]) / "logs" / f"{name}.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and marker in log.read_text(errors="replace"):
+            os.kill(status(env)[name]["pid"], signal.SIGKILL)
+            return
+        time.sleep(0.2)
+    pytest.fail(f"{name} never logged {marker!r} within {timeout}s")
+
+
+async def lifecycle(bootstrap: str, dataset_id: str, timeout: float) -> list[tuple[str, dict]]:
+    """Every lifecycle event of the dataset's lineage, until its engine is live."""
+    topics = ["model.trained", "model.failed", "engine.built", "deployment.live"]
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    seen: list[tuple[str, dict]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    seen += [(r.topic, json.loads(r.value)) for r in records]
+                mine = [p for t, p in seen if p.get("dataset_id") == dataset_id]
+                if any(t == "deployment.live" and p.get("dataset_id") == dataset_id for t, p in seen) and mine:
+                    await asyncio.sleep(3)  # a duplicate would follow within the outbox poll: give it the chance
+                    for records in (await consumer.getmany(timeout_ms=500)).values():
+                        seen += [(r.topic, json.loads(r.value)) for r in records]
+                    return seen
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.timeout(900)
+def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(tmp_path: Path) -> None:
+    env = stack_env(tmp_path / "home")
+    port = free_port()
+    up = subprocess.Popen(
+        [sys.executable, "-m", "kefu", "up", "--kafka-port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        read_until(up, "ready", timeout=120)
+        ingest = subprocess.run(
+            [sys.executable, "-m", "kefu", "ingest", str(SAMPLE)], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert ingest.returncode == 0, ingest.stdout[-2000:] + ingest.stderr[-2000:]
+        card = json.loads(next(p for p in (Path(env["KEFU_HOME"]) / "datasets").glob("*/card.json")).read_text())
+        dataset_id = card["dataset_id"]
+
+        trainer_pid = status(env)["trainer"]["pid"]
+        kill_when_logged(env, "trainer", "progress", timeout=180)
+        builder_pid = status(env)["builder"]["pid"]
+        kill_when_logged(env, "builder", "queued build of model", timeout=STAGE_TIMEOUT)
+
+        events = asyncio.run(lifecycle(f"127.0.0.1:{port}", dataset_id, timeout=STAGE_TIMEOUT))
+        trained = [p for t, p in events if t == "model.trained" and p["dataset_id"] == dataset_id]
+        assert len(trained) == 1, trained
+        built = [p for t, p in events if t == "engine.built" and p["model_id"] == trained[0]["model_id"]]
+        assert len(built) == 1, built
+        assert not [p for t, p in events if t == "model.failed" and p["dataset_id"] == dataset_id]
+        now = status(env)
+        assert now["trainer"]["pid"] != trainer_pid and now["builder"]["pid"] != builder_pid
+        assert all(s["state"] == "running" for s in now.values()), now
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+            try:
+                up.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                up.kill()
+                up.wait()
