@@ -39,7 +39,11 @@ GOALS: dict[str, tuple[float | None, str, str]] = {
     "gateway_http_vs_triton_stream": (0.9, "≥", "tok/s through the gateway (OpenAI SSE) ÷ direct Triton stream"),
     "gateway_ttft_overhead_ms_p50": (3.0, "≤", "gateway TTFT p50 − Triton TTFT p50 (gRPC), ms"),
     "concurrency16_vs_1": (4.0, "≥", "aggregate tok/s, 16 concurrent streams ÷ 1 (through the gateway)"),
-    "packed_vs_padded_train": (1.5, "≥", "SFT tok/s, length-grouped batches ÷ padded to max_length"),
+    "packed_vs_padded_train": (
+        1.5,
+        "≥",
+        "SFT tok/s, rows packed padding-free ÷ padded to max_length (long-tailed FAQ mix)",
+    ),
     "pipeline_seconds": (None, "", "dataset.ready → deployment.live in `kefu demo` (--with-demo)"),
 }
 

@@ -21,8 +21,8 @@ SOURCE_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_TEMPLATE = """\
 name: "{name}"
 backend: "python"
-# Each request is one question of shape [1, 1] (batch dim first). With max_batch_size 0 Triton would hand
-# execute() one request at a time; > 0 lets the dynamic batcher group up to this many, decoded as one batch.
+# Each request is one question of shape [1, 1] (batch dim first). execute() only queues requests for the model's
+# continuous-batching decode loop; the dynamic batcher just hands it up to max_batch_size requests per call.
 max_batch_size: {max_batch}
 model_transaction_policy {{ decoupled: true }}
 dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}

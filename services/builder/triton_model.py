@@ -1,16 +1,22 @@
 """Triton python-backend model (decoupled): streams greedy answers from the kefu ONNX engine.
 
-Copied by the builder into each version folder as ``model.py``; the decoding itself is ``services.builder.engine``,
-the same code the quality gate ran. Requests of one execute() (dynamic batching) decode together in one batch.
+Copied by the builder into each version folder as ``model.py``; the decoding is ``services.builder.engine``, the
+same code the quality gate ran. ``execute`` only queues requests and returns: a decode thread runs continuous
+batching (``services.builder.scheduler``) over every live request, and a send thread answers the clients. When
+the clients are slower than decoding, the send thread merges a request's queued deltas into one response, so a
+busy server sends fewer, larger messages instead of falling behind.
 """
 
-import contextlib
 import json
+import queue
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
 
 class TritonPythonModel:
@@ -23,14 +29,26 @@ class TritonPythonModel:
             sys.path.insert(0, source_root)
         from transformers import AutoTokenizer
 
-        from services.builder import engine
+        from services.builder import engine, scheduler
 
-        self._engine_module = engine
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.meta = json.loads((version_dir / engine.ENGINE_META).read_text(encoding="utf-8"))
-        self.engine = engine.Engine.from_dir(version_dir, threads=int(params.get("ort_threads", "0")))
-        self.tokenizer = AutoTokenizer.from_pretrained(version_dir)
         self.default_max_tokens = int(self.meta["max_new_tokens"])
+        self.outbox = queue.SimpleQueue()
+        self.scheduler = scheduler.Scheduler(
+            engine.Engine.from_dir(version_dir, threads=int(params.get("ort_threads", "0"))),
+            AutoTokenizer.from_pretrained(version_dir),
+            lambda sender, reply: self.outbox.put((sender, reply)),
+            max_active=int(params.get("max_active", "32")),
+            streams_per_message=int(params.get("streams_per_message", "4")),
+            is_cancelled=lambda sender: sender.is_cancelled(),
+        )
+        self.threads = [
+            threading.Thread(target=self.scheduler.run, name="kefu-decode", daemon=True),
+            threading.Thread(target=self._send_loop, name="kefu-send", daemon=True),
+        ]
+        for thread in self.threads:
+            thread.start()
 
     def _max_tokens(self, request):
         tensor = pb_utils.get_input_tensor_by_name(request, "max_tokens")
@@ -41,7 +59,6 @@ class TritonPythonModel:
         return self.default_max_tokens if requested <= 0 else requested
 
     def execute(self, requests):
-        senders, questions, limits = [], [], []
         for request in requests:
             sender = request.get_response_sender()
             tensor = pb_utils.get_input_tensor_by_name(request, "question")
@@ -49,19 +66,39 @@ class TritonPythonModel:
             question = raw[0].decode("utf-8", "replace") if raw.size and isinstance(raw[0], bytes) else ""
             if not question.strip():
                 error = pb_utils.TritonError("input 'question' is missing or empty")
-                sender.send(
-                    pb_utils.InferenceResponse(error=error), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
-                )
+                sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
                 continue
-            senders.append(sender)
-            questions.append(question)
-            limits.append(self._max_tokens(request))
-        if not questions:
-            return None
+            self.scheduler.submit(sender, question, self._max_tokens(request))
+        return None
+
+    def _send_loop(self):
+        while True:
+            batch = [self.outbox.get()]
+            while not self.outbox.empty():
+                batch.append(self.outbox.get())
+            merged = {}  # sender id → [sender, reply]; dicts keep arrival order
+            for item in batch:
+                if item is None:
+                    return
+                sender, reply = item
+                prev = merged.get(id(sender))
+                if prev is not None and not isinstance(prev[1], Exception) and not isinstance(reply, Exception):
+                    reply = type(reply)(reply.index, prev[1].delta + reply.delta, reply.token_count,
+                                        reply.prompt_tokens, reply.finish_reason)  # fmt: skip
+                merged[id(sender)] = [sender, reply]
+            for sender, reply in merged.values():
+                self._send(sender, reply)
+
+    def _send(self, sender, reply):
         try:
-            for reply in self._engine_module.answer_stream(
-                self.engine, self.tokenizer, questions, limits, lambda i: senders[i].is_cancelled()
-            ):
+            if isinstance(reply, Exception):
+                message = f"kefu engine failed: {type(reply).__name__}: {reply}"
+                sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(message)), flags=FINAL)
+            elif reply.finish_reason == "cancelled":
+                # The client has gone; only close the stream so Triton can release the request.
+                sender.send(flags=FINAL)
+                pb_utils.Logger.log_info(f"kefu: request cancelled after {reply.token_count} tokens")
+            else:
                 # [1, 1]: batch dim first, as max_batch_size > 0 in config.pbtxt requires.
                 outputs = [
                     pb_utils.Tensor("delta", np.array([[reply.delta.encode("utf-8")]], dtype=np.object_)),
@@ -71,24 +108,14 @@ class TritonPythonModel:
                         "finish_reason", np.array([[(reply.finish_reason or "").encode()]], dtype=np.object_)
                     ),
                 ]
-                final = reply.finish_reason is not None
-                flags = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
-                if reply.finish_reason == "cancelled":
-                    # The client has gone; only close the stream so Triton can release the request.
-                    senders[reply.index].send(flags=flags)
-                    pb_utils.Logger.log_info(f"kefu: request cancelled after {reply.token_count} tokens")
-                else:
-                    senders[reply.index].send(pb_utils.InferenceResponse(output_tensors=outputs), flags=flags)
-        except Exception as exc:  # noqa: BLE001 - any failure must reach the clients as an error response
-            message = f"kefu engine failed: {type(exc).__name__}: {exc}"
-            for sender in senders:
-                # A stream that already finished refuses further sends; the others still get the error.
-                with contextlib.suppress(Exception):
-                    sender.send(
-                        pb_utils.InferenceResponse(error=pb_utils.TritonError(message)),
-                        flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
-                    )
-        return None
+                flags = FINAL if reply.finish_reason is not None else 0
+                sender.send(pb_utils.InferenceResponse(output_tensors=outputs), flags=flags)
+        except Exception as exc:  # noqa: BLE001 - a stream that already closed refuses sends; others go on
+            pb_utils.Logger.log_warn(f"kefu: could not send a response: {exc}")
 
     def finalize(self):
-        self.engine = None
+        decode, send = self.threads
+        self.scheduler.stop()
+        decode.join(timeout=10)  # its last act fails the requests still running: send those before stopping
+        self.outbox.put(None)
+        send.join(timeout=10)

@@ -24,7 +24,11 @@ class TrainConfig(BaseModel):
     max_grad_norm: float = Field(default=1.0, gt=0)
     max_length: int | None = Field(default=None, ge=16, description="None: multiple of 64 covering p99 lengths.")
     length_multiple: int = Field(default=64, ge=1)
-    group_by_length: bool = Field(default=True, description="Length-grouped batches (padding-free needs flash-attn).")
+    group_by_length: bool = Field(default=True, description="Length-grouped batches (when not packing).")
+    packing: bool = Field(
+        default=True,
+        description="Pack rows padding-free into max_length sequences (TRL BFD); rows never attend to each other.",
+    )
     seed: int = 0
     # Keep-the-best/early stopping judge checkpoints by the loss on one split, evaluated each epoch. "train": a
     # random-init base can only memorise, and its held-out loss rises from the first epochs (selecting on it keeps a

@@ -99,6 +99,9 @@ def build_sft_config(config: TrainConfig, max_length: int, work: Path, has_eval:
         max_length=max_length,
         completion_only_loss=True,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        # Padding-free packing: transformers rebuilds per-row causal masks from the restarting position_ids, so
+        # this is exact with sdpa/eager attention too, not only with flash-attention's varlen kernels.
+        packing=config.packing,
         eval_strategy="epoch" if has_eval else "no",
         # Written only when the judged loss improves, not every epoch.
         save_strategy="best" if has_eval else "no",

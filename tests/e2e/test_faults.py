@@ -61,6 +61,7 @@ async def lifecycle(bootstrap: str, dataset_id: str, timeout: float) -> list[tup
 def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(tmp_path: Path) -> None:
     env = stack_env(tmp_path / "home")
     port = free_port()
+    env["KEFU_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{port}"  # for `kefu ingest`; `kefu up` passes it to its children
     up = subprocess.Popen(
         [sys.executable, "-m", "kefu", "up", "--kafka-port", str(port)],
         env=env,

@@ -117,3 +117,21 @@ async def test_cancellation_ends_the_stream_early(client: aioclient.InferenceSer
 async def test_empty_question_is_an_error(client: aioclient.InferenceServerClient):
     with pytest.raises(Exception, match="question"):
         await stream(client, "   ")
+
+
+async def test_late_joiners_decode_alongside_running_streams(
+    client: aioclient.InferenceServerClient, checkpoint: Checkpoint
+):
+    """Continuous batching: streams start while others run, with different budgets; each equals its own greedy."""
+    questions = [q for q, _ in FAQ][:6]
+    budgets = [MAX_NEW_TOKENS, 3, MAX_NEW_TOKENS, 7, 1, MAX_NEW_TOKENS]
+
+    async def late(i: int) -> list[dict]:
+        await asyncio.sleep(0.02 * i)
+        return await stream(client, questions[i], budgets[i])
+
+    results = await asyncio.gather(*(late(i) for i in range(len(questions))))
+    for i, responses in enumerate(results):
+        (expected,) = torch_greedy(checkpoint, [encode_question(checkpoint.tokenizer, questions[i])], budgets[i])
+        assert "".join(r["delta"] for r in responses) == checkpoint.tokenizer.decode(expected, skip_special_tokens=True)
+        assert (responses[-1]["finish_reason"], responses[-1]["token_count"]) == ("length", budgets[i])

@@ -33,3 +33,13 @@ def test_prompt_uses_the_chat_template_without_a_second_bos(base_dir: Path) -> N
     ids = encode_question(tokenizer, "如何申请退款？")
     assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
     assert tokenizer.decode(ids).endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+def test_a_long_answer_streams_exactly_its_full_decode(base_dir: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    text = "步骤：1. 访问登录页。2. 点击「忘记密码」。" * 20 + " Call 400-820-1234, 🙂 ok."
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    stream = TextStream(tokenizer)
+    streamed = "".join(stream.push(i) for i in ids) + stream.flush()
+    assert streamed == tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    assert stream.prefix_offset == len(ids)  # the window moved along: each push decoded only a few ids

@@ -1,0 +1,131 @@
+"""The continuous-batching scheduler on the session's real ONNX engine, stepped by hand (no threads, no Triton)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.builder.engine import Engine, Reply, encode_question
+from services.builder.repository import DEFAULT_MODEL_NAME
+from services.builder.scheduler import Scheduler
+from tests.integration.conftest import FAQ, Built
+
+QUESTIONS = [q for q, _ in FAQ]
+
+
+@pytest.fixture(scope="module")
+def engine(built: Built) -> Engine:
+    return Engine.from_dir(built.repo / DEFAULT_MODEL_NAME / "1")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(built: Built):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(built.repo / DEFAULT_MODEL_NAME / "1")
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.got: dict[object, list[Reply | Exception]] = {}
+
+    def __call__(self, handle: object, reply: Reply | Exception) -> None:
+        self.got.setdefault(handle, []).append(reply)
+
+    def text(self, handle: object) -> str:
+        return "".join(r.delta for r in self.got[handle] if isinstance(r, Reply))
+
+    def last(self, handle: object) -> Reply | Exception:
+        return self.got[handle][-1]
+
+
+def drain(scheduler: Scheduler) -> None:
+    while scheduler.active or not scheduler.waiting.empty():
+        scheduler.step()
+
+
+def test_requests_joining_mid_decode_get_exactly_their_own_greedy_answer(engine: Engine, tokenizer) -> None:
+    expected = engine.greedy([encode_question(tokenizer, q) for q in QUESTIONS], 12)
+    out = Collect()
+    scheduler = Scheduler(engine, tokenizer, out)
+    for i, question in enumerate(QUESTIONS):
+        scheduler.submit(i, question, 12)
+        scheduler.step()  # the earlier ones are mid-decode when the next one arrives
+        assert len(scheduler.active) == i + 1  # nobody has finished 12 tokens yet
+    drain(scheduler)
+    for i, ids in enumerate(expected):
+        assert out.text(i) == tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        assert (out.last(i).finish_reason, out.last(i).token_count) == ("length", 12)
+    assert scheduler.state is None and not scheduler.active
+
+
+def test_under_load_text_goes_out_in_fewer_larger_messages(engine: Engine, tokenizer) -> None:
+    out = Collect()
+    scheduler = Scheduler(engine, tokenizer, out, streams_per_message=2)
+    for i in range(8):
+        scheduler.submit(i, QUESTIONS[i], 16)
+    scheduler.step()
+    assert all(len(out.got[i]) == 1 for i in range(8))  # the first text of every stream is not held back
+    drain(scheduler)
+    for i in range(8):
+        replies = out.got[i]
+        assert len(replies) <= 1 + 16 // 4 + 1  # 8 rows, 2 per message: every 4th token (plus first and last)
+        assert replies[-1].token_count == 16 and replies[-1].finish_reason == "length"
+    lone = Collect()
+    single = Scheduler(engine, tokenizer, lone, streams_per_message=2)
+    single.submit("one", QUESTIONS[0], 16)
+    drain(single)
+    assert len(lone.got["one"]) > 8  # alone, (almost) every token is its own message
+
+
+def test_max_active_caps_the_batch_and_the_rest_wait(engine: Engine, tokenizer) -> None:
+    out = Collect()
+    scheduler = Scheduler(engine, tokenizer, out, max_active=2)
+    for i in range(5):
+        scheduler.submit(i, QUESTIONS[i], 4)
+    scheduler.step()
+    assert len(scheduler.active) == 2
+    drain(scheduler)
+    assert all(out.last(i).finish_reason == "length" for i in range(5))
+
+
+def test_cancelled_and_zero_budget_requests_end_at_once(engine: Engine, tokenizer) -> None:
+    out = Collect()
+    cancelled: set[object] = set()
+    scheduler = Scheduler(engine, tokenizer, out, is_cancelled=lambda h: h in cancelled)
+    scheduler.submit("keep", QUESTIONS[0], 8)
+    scheduler.submit("drop", QUESTIONS[1], 8)
+    scheduler.submit("none", QUESTIONS[2], 0)
+    scheduler.step()
+    cancelled.add("drop")
+    drain(scheduler)
+    assert out.last("drop").finish_reason == "cancelled" and out.last("drop").token_count < 8
+    assert (out.last("none").finish_reason, out.last("none").token_count) == ("length", 0)
+    assert out.last("keep").token_count == 8
+
+
+def test_a_failing_step_fails_the_running_requests_and_the_next_one_is_served(
+    engine: Engine, tokenizer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = Collect()
+    scheduler = Scheduler(engine, tokenizer, out)
+    scheduler.submit("a", QUESTIONS[0], 8)
+    scheduler.submit("b", QUESTIONS[1], 8)
+    scheduler.step()
+    with monkeypatch.context() as patched:
+        patched.setattr(engine, "step", lambda state: (_ for _ in ()).throw(RuntimeError("ORT fell over")))
+        scheduler.step()
+    assert isinstance(out.last("a"), RuntimeError) and isinstance(out.last("b"), RuntimeError)
+    assert not scheduler.active and scheduler.state is None
+    scheduler.submit("c", QUESTIONS[2], 3)
+    drain(scheduler)
+    assert (out.last("c").finish_reason, out.last("c").token_count) == ("length", 3)
+
+
+def test_stop_fails_what_is_still_running(engine: Engine, tokenizer) -> None:
+    out = Collect()
+    scheduler = Scheduler(engine, tokenizer, out)
+    scheduler.submit("a", QUESTIONS[0], 50)
+    scheduler.step()
+    scheduler.stop()
+    scheduler.run()  # returns: stop was queued
+    assert isinstance(out.last("a"), RuntimeError)
