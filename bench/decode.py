@@ -65,6 +65,20 @@ def _engine_runner(env: BenchEnv) -> Callable[[str], float]:
     return run
 
 
+def _inproc_batch(env: BenchEnv, rows: int) -> float:
+    from transformers import AutoTokenizer
+
+    from services.builder.engine import Engine, encode_question
+
+    version_dir = env.home / "triton" / "repository" / MODEL_NAME / "1"
+    engine, tokenizer = Engine.from_dir(version_dir), AutoTokenizer.from_pretrained(version_dir)
+    prompts = [encode_question(tokenizer, env.questions[i % len(env.questions)]) for i in range(rows)]
+    t0 = time.perf_counter()
+    for _ in range(2):
+        engine.greedy(prompts, MAX_TOKENS)
+    return 2 * rows * MAX_TOKENS / (time.perf_counter() - t0)
+
+
 async def measure(env: BenchEnv, say: Callable[[str], None] = print) -> dict[str, Any]:
     say("bench: decode — Triton engine vs HF generate, batch 1")
     hf, inproc = _hf_runner(env), _engine_runner(env)
@@ -83,7 +97,11 @@ async def measure(env: BenchEnv, say: Callable[[str], None] = print) -> dict[str
         await client.close()
     tokens = MAX_TOKENS * len(questions)
     hf_tps, engine_tps = tokens / hf_s, tok_per_s(served)
+    batch16 = _inproc_batch(env, 16)
     return {
+        # The ceiling for concurrency16_vs_1: what batching 16 rows buys the engine alone, without any serving.
+        "engine_inproc_batch16_tok_s": batch16,
+        "engine_inproc_batch16_vs_1": batch16 / (tokens / inproc_s),
         "engine_vs_hf_decode": engine_tps / hf_tps,
         "hf_generate_tok_s": hf_tps,
         "engine_triton_tok_s": engine_tps,

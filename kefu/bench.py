@@ -121,10 +121,10 @@ async def _process(argv: list[str], env: dict[str, str], log: Path) -> AsyncIter
 
 async def _deploy(env: dict[str, str], kafka: str, engine_id: str) -> str:
     """Announce the engine the real way (``engine.built`` on the broker) and return an app-role API key."""
+    from libs.common.apikeys import create_key
     from libs.common.broker import make_broker, publish_event
     from libs.common.db import open_database
     from libs.common.events import EngineBuilt
-    from services.gateway.access import create_key
     from services.gateway.settings import Settings
 
     settings = Settings(home=Path(env["KEFU_HOME"]), kafka_bootstrap=kafka)

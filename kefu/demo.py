@@ -190,8 +190,8 @@ async def _feedback_loop(events: EventLog, out: dict[str, Any], keys: dict[str, 
 
 async def _keys(roles: tuple[str, ...]) -> dict[str, str]:
     """Demo API keys, created straight in the stack's database (what `kefu keys create` does)."""
+    from libs.common.apikeys import create_key
     from libs.common.db import open_database
-    from services.gateway.access import create_key
 
     async with open_database(service_settings("gateway"), migrate=False) as sessions, sessions() as s, s.begin():
         return {role: (await create_key(s, role, name=f"demo-{role}"))[1] for role in roles}

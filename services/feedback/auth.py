@@ -6,7 +6,6 @@ same ``api_keys`` table. 401: no key or an unknown/revoked one; 403: a valid key
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from libs.common.apikeys import bearer, hash_key
 from libs.common.http import ApiError
 from libs.common.tables import ApiKey
 
@@ -33,16 +33,9 @@ class Principal:
         return f"{self.name} ({self.key_id})" if self.name else self.key_id
 
 
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
 def presented_key(request: Request) -> str | None:
     """The key from ``Authorization: Bearer …`` or ``X-API-Key``; never from the URL, where it would be logged."""
-    scheme, _, value = (request.headers.get("authorization") or "").strip().partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return (request.headers.get("x-api-key") or "").strip() or None
+    return bearer(request.headers.get("authorization")) or (request.headers.get("x-api-key") or "").strip() or None
 
 
 async def lookup_key(sessions: async_sessionmaker, key: str) -> Principal | None:

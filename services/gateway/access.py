@@ -1,28 +1,24 @@
-"""API keys and who may do what: hashed keys with roles, a short lookup cache and a per-key rate limit.
+"""Who may do what in the gateway: role sets per call, a short key-lookup cache and a per-key rate limit.
 
-A key is shown once, at creation; the database keeps only its SHA-256. Roles: ``app`` (chat), ``agent`` (flag
-answers, in the feedback service), ``admin`` (everything, incl. deploy, rollback and keys). The rate limit is a
-token bucket per key and per gateway process: N replicas let a key through N times as fast.
+Keys themselves (hashing, creation, roles) are ``libs.common.apikeys``. The rate limit is a token bucket per key
+and per gateway process: N replicas let a key through N times as fast.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from libs.common.apikeys import bearer, hash_key
 from libs.common.tables import ApiKey
 from services.gateway.errors import forbidden, rate_limited, unauthenticated
 
-ROLES = ("app", "agent", "admin")
 CHAT = frozenset({"app", "admin"})
 FLAG = frozenset({"agent", "admin"})
 ADMIN = frozenset({"admin"})
-KEY_PREFIX = "kefu_"
 
 
 @dataclass(frozen=True)
@@ -30,33 +26,6 @@ class Principal:
     key_id: str
     role: str
     rate_limit_per_minute: int | None
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-async def create_key(
-    session: AsyncSession, role: str, *, name: str = "", rate_limit_per_minute: int | None = None
-) -> tuple[str, str]:
-    """Store a new key (hash only) in the caller's transaction; returns ``(key_id, key)``."""
-    if role not in ROLES:
-        raise ValueError(f"unknown role {role!r}: choose one of {', '.join(ROLES)}")
-    key_id = "k" + secrets.token_hex(6)
-    # The id is part of the key so logs and the DB can name a key without ever holding the secret.
-    key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-    session.add(
-        ApiKey(key_id=key_id, key_hash=hash_key(key), role=role, name=name, rate_limit_per_minute=rate_limit_per_minute)
-    )
-    return key_id, key
-
-
-def bearer(authorization: str | None) -> str | None:
-    """The key from an ``Authorization: Bearer <key>`` value (HTTP header or gRPC metadata)."""
-    if not authorization:
-        return None
-    scheme, _, value = authorization.strip().partition(" ")
-    return (value.strip() or None) if scheme.lower() == "bearer" else None
 
 
 class TokenBucket:

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from libs.common.apikeys import ROLES, create_key
 from libs.common.tables import Deployment
-from services.gateway.access import ADMIN, ROLES, create_key
+from services.gateway.access import ADMIN
 from services.gateway.errors import GatewayError, invalid
 from services.gateway.openai_api import authorized
 from services.gateway.rollout import RolloutError, rollback

@@ -19,8 +19,8 @@ def create_key_command(
     rate_limit: Annotated[int | None, typer.Option(help="Requests per minute (default: the gateway's).")] = None,
 ) -> None:
     """Create a key; the key itself is the LAST line printed (the database keeps only its hash)."""
+    from libs.common.apikeys import ROLES, create_key
     from libs.common.db import open_database
-    from services.gateway.access import ROLES, create_key
     from services.gateway.settings import Settings
 
     if role not in ROLES:

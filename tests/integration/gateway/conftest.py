@@ -20,12 +20,12 @@ import tritonclient.grpc.aio as aioclient
 import uvicorn
 from sqlalchemy import select
 
+from libs.common.apikeys import create_key
 from libs.common.broker import make_broker, publish_event
 from libs.common.db import make_engine, make_sessionmaker
 from libs.common.events import EngineBuilt
 from libs.common.tables import Deployment
 from services.builder.repository import config_pbtxt
-from services.gateway.access import create_key
 from services.gateway.app import create_app
 from services.gateway.settings import Settings
 from tests.conftest import free_port

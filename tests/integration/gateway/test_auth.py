@@ -11,10 +11,10 @@ import httpx
 import pytest
 from openai import APIStatusError, AsyncOpenAI
 
+from libs.common.apikeys import create_key
 from libs.common.db import make_engine, make_sessionmaker
 from libs.common.tables import Deployment
 from proto.kefu.gateway.v1 import chat_pb2, chat_pb2_grpc
-from services.gateway.access import create_key
 from tests.conftest import free_port
 
 from .conftest import MODEL, RunningGateway, gateway_settings, run_gateway

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from starlette.requests import Request
 
-from services.feedback.auth import Principal, hash_key, presented_key
+from libs.common.apikeys import hash_key
+from services.feedback.auth import Principal, presented_key
 from services.feedback.flags import FlagView
 from services.feedback.lineage import format_lineage
 from services.feedback.routes import agent_label

@@ -34,7 +34,7 @@ def test_trained_prompt_is_the_served_prompt(base_dir: Path, tokenizer, tmp_path
     rows = [*read_rows(FIXTURE_DATASET / "train.jsonl")[:6], FaqRow("订单能改地址吗？", "订单号 A-1  ", "可以。")]
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(base_dir),
-        args=build_sft_config(TrainConfig(), 128, tmp_path, has_eval=False, tracked=False),
+        args=build_sft_config(TrainConfig(packing=False), 128, tmp_path, has_eval=False, tracked=False),
         train_dataset=to_dataset(rows),
         processing_class=tokenizer,
     )
@@ -49,3 +49,36 @@ def test_trained_prompt_is_the_served_prompt(base_dir: Path, tokenizer, tmp_path
         assert serving_tokenizer(served, add_special_tokens=False).input_ids == ids[:start]
         assert tokenizer.decode(ids[start:]) == row.output + "<|eot_id|>"  # it learns the answer and to stop
         assert labels[start:] == ids[start:]
+
+
+def test_packing_keeps_every_row_whole_and_masks_only_prompts(base_dir: Path, tokenizer, tmp_path: Path) -> None:
+    """The default packs rows padding-free; each packed row must still be one whole example, prompt masked."""
+    from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer
+
+    rows = read_rows(FIXTURE_DATASET / "train.jsonl")[:6]
+    assert TrainConfig().packing
+    trainer = SFTTrainer(
+        model=AutoModelForCausalLM.from_pretrained(base_dir),
+        args=build_sft_config(TrainConfig(), 128, tmp_path, has_eval=False, tracked=False),
+        train_dataset=to_dataset(rows),
+        processing_class=tokenizer,
+    )
+    packed = trainer.train_dataset
+    assert len(packed) < len(rows)  # several rows share a sequence
+    pieces = []
+    for example in packed:
+        offset = 0
+        for length in example["seq_lengths"]:
+            pieces.append((example["input_ids"][offset : offset + length], example["labels"][offset : offset + length]))
+            offset += length
+    texts = sorted(tokenizer.decode(ids) for ids, _ in pieces)
+    expected = sorted(
+        render_prompt(tokenizer, to_messages(r.instruction, r.input)) + r.output + "<|eot_id|>" for r in rows
+    )
+    assert texts == expected
+    for ids, labels in pieces:
+        start = next(i for i, label in enumerate(labels) if label != -100)
+        assert (
+            tokenizer.decode(ids[:start]).endswith("assistant<|end_header_id|>\n\n") and labels[start:] == ids[start:]
+        )
