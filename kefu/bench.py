@@ -28,6 +28,7 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = REPO_ROOT / "data" / "sample" / "cloudmax_faq.jsonl"
 DOC = REPO_ROOT / "docs" / "benchmarks.md"
+NOTES_HEADING = "## What the numbers say"
 MODEL_NAME = "kefu-chat"
 #: Random weights never emit the stop token: every answer runs to exactly this budget, so runs compare equal work.
 MAX_TOKENS = 64
@@ -275,8 +276,11 @@ def write_doc(results: dict[str, Any], host: dict[str, Any], path: Path = DOC) -
         *table(results),
         "",
     ]
+    # The hand-written analysis below the table survives regeneration.
+    old = path.read_text(encoding="utf-8") if path.exists() else ""
+    notes = old[old.index(NOTES_HEADING) :] if NOTES_HEADING in old else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines), encoding="utf-8")
+    path.write_text("\n".join(lines) + ("\n" + notes if notes else ""), encoding="utf-8")
 
 
 def run_bench(as_json: bool, with_demo: bool, write: bool = True, say: Callable[[str], None] = print) -> dict:

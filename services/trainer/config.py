@@ -35,6 +35,9 @@ class TrainConfig(BaseModel):
     # checkpoint that answers nothing). "heldout": the eval split, the right judge for real checkpoints.
     best_model_split: Literal["train", "heldout"] = "train"
     early_stopping_patience: int | None = Field(default=5, ge=1, description="Epochs without improvement; None=off.")
+    eval_every_epochs: int = Field(
+        default=4, ge=1, description="Judge (and keep the best) every this many epochs; each pass costs ~1/3 epoch."
+    )
     lora: bool = False
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)

@@ -102,7 +102,9 @@ def build_sft_config(config: TrainConfig, max_length: int, work: Path, has_eval:
         # Padding-free packing: transformers rebuilds per-row causal masks from the restarting position_ids, so
         # this is exact with sdpa/eager attention too, not only with flash-attention's varlen kernels.
         packing=config.packing,
-        eval_strategy="epoch" if has_eval else "no",
+        # A fraction of all steps: evaluate every eval_every_epochs epochs, however many rows packing made.
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=min(1.0, config.eval_every_epochs / config.epochs) if has_eval else None,
         # Written only when the judged loss improves, not every epoch.
         save_strategy="best" if has_eval else "no",
         save_only_model=True,
@@ -188,7 +190,8 @@ def train_model(
                 tracking.log_inputs(params, read_card(dataset_dir), {**tags, **env["hardware"]})
             callbacks: list[TrainerCallback] = [_Progress(progress)] if progress else []
             if eval_rows and config.early_stopping_patience:
-                callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+                evaluations = -(-config.early_stopping_patience // config.eval_every_epochs)  # patience is in epochs
+                callbacks.append(EarlyStoppingCallback(early_stopping_patience=evaluations))
             peft_config = (
                 LoraConfig(
                     r=config.lora_r,
