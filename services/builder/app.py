@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -33,6 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             name="builder-worker",
         )
+        # Import the ML stack (torch, transformers…: seconds) now, off the event loop, not when the first job runs.
+        runtime.spawn(asyncio.to_thread(importlib.import_module, "services.builder.build"), name="builder-warm-imports")
         app.state.runtime = runtime
         try:
             yield

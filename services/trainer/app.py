@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -36,6 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ),
             name="trainer-worker",
         )
+        # Import the ML stack (torch, transformers…: seconds) now, off the event loop, not when the first job runs.
+        runtime.spawn(asyncio.to_thread(importlib.import_module, "services.trainer.sft"), name="trainer-warm-imports")
         app.state.runtime = runtime
         try:
             yield

@@ -180,7 +180,8 @@ def serve(settings: Settings) -> Iterator[Running]:
 
 
 async def consume(bootstrap: str, topic: str, match: dict[str, Any], timeout: float = 20) -> dict[str, Any]:
-    """The first JSON event on ``topic`` whose fields include ``match``."""
+    """The first JSON event on ``topic`` whose fields include ``match`` (the topic is shared by the session: other
+    suites' poison messages on it are skipped)."""
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     try:
@@ -188,8 +189,11 @@ async def consume(bootstrap: str, topic: str, match: dict[str, Any], timeout: fl
             while True:
                 for records in (await consumer.getmany(timeout_ms=200)).values():
                     for record in records:
-                        payload = json.loads(record.value)
-                        if all(payload.get(k) == v for k, v in match.items()):
+                        try:
+                            payload = json.loads(record.value)
+                        except ValueError:
+                            continue
+                        if isinstance(payload, dict) and all(payload.get(k) == v for k, v in match.items()):
                             return payload
     finally:
         await consumer.stop()
