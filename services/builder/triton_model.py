@@ -2,9 +2,10 @@
 
 Copied by the builder into each version folder as ``model.py``; the decoding is ``services.builder.engine``, the
 same code the quality gate ran. ``execute`` only queues requests and returns: a decode thread runs continuous
-batching (``services.builder.scheduler``) over every live request, and a send thread answers the clients. When
-the clients are slower than decoding, the send thread merges a request's queued deltas into one response, so a
-busy server sends fewer, larger messages instead of falling behind.
+batching (``services.builder.scheduler``, which also decides how often a stream's text goes out) over every live
+request, and a send thread answers the clients. When the clients are slower than decoding, the send thread merges
+a request's queued deltas into one response, so a busy server sends fewer, larger messages instead of falling
+behind.
 """
 
 import json
@@ -40,7 +41,8 @@ class TritonPythonModel:
             AutoTokenizer.from_pretrained(version_dir),
             lambda sender, reply: self.outbox.put((sender, reply)),
             max_active=int(params.get("max_active", "32")),
-            streams_per_message=int(params.get("streams_per_message", "4")),
+            stream_interval_ms=float(params.get("stream_interval_ms", "4")),
+            streams_per_message=int(params.get("streams_per_message", "2")),
             is_cancelled=lambda sender: sender.is_cancelled(),
         )
         self.threads = [

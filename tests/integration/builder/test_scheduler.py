@@ -6,7 +6,7 @@ import pytest
 
 from services.builder.engine import Engine, Reply, encode_question
 from services.builder.repository import DEFAULT_MODEL_NAME
-from services.builder.scheduler import Scheduler
+from services.builder.scheduler import CANCEL_CHECK_EVERY, Scheduler
 from tests.integration.conftest import FAQ, Built
 
 QUESTIONS = [q for q, _ in FAQ]
@@ -58,23 +58,29 @@ def test_requests_joining_mid_decode_get_exactly_their_own_greedy_answer(engine:
     assert scheduler.state is None and not scheduler.active
 
 
-def test_under_load_text_goes_out_in_fewer_larger_messages(engine: Engine, tokenizer) -> None:
-    out = Collect()
-    scheduler = Scheduler(engine, tokenizer, out, streams_per_message=2)
+def test_text_goes_out_at_most_every_interval_first_and_last_at_once(engine: Engine, tokenizer) -> None:
+    expected = engine.greedy([encode_question(tokenizer, QUESTIONS[0])], 16)[0]
+    full = tokenizer.decode(expected, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    every, held = Collect(), Collect()
+    for out, interval_ms in ((every, 0.0), (held, 60_000.0)):
+        scheduler = Scheduler(engine, tokenizer, out, stream_interval_ms=interval_ms)
+        scheduler.submit("q", QUESTIONS[0], 16)
+        drain(scheduler)
+        assert out.text("q") == full and out.last("q").token_count == 16
+    assert len(every.got["q"]) > 8  # no interval: (almost) every token is its own message
+    assert len(held.got["q"]) == 2  # the first text at once, the rest with the end
+
+
+def test_the_interval_grows_with_the_rows_under_load(engine: Engine, tokenizer) -> None:
+    scheduler = Scheduler(engine, tokenizer, Collect(), stream_interval_ms=4.0, streams_per_message=2)
     for i in range(8):
         scheduler.submit(i, QUESTIONS[i], 16)
     scheduler.step()
-    assert all(len(out.got[i]) == 1 for i in range(8))  # the first text of every stream is not held back
+    assert scheduler.interval_s == pytest.approx(4 * 0.004)  # 8 rows, 2 per message
     drain(scheduler)
-    for i in range(8):
-        replies = out.got[i]
-        assert len(replies) <= 1 + 16 // 4 + 1  # 8 rows, 2 per message: every 4th token (plus first and last)
-        assert replies[-1].token_count == 16 and replies[-1].finish_reason == "length"
-    lone = Collect()
-    single = Scheduler(engine, tokenizer, lone, streams_per_message=2)
-    single.submit("one", QUESTIONS[0], 16)
-    drain(single)
-    assert len(lone.got["one"]) > 8  # alone, (almost) every token is its own message
+    scheduler.submit("alone", QUESTIONS[0], 4)
+    scheduler.step()
+    assert scheduler.interval_s == pytest.approx(0.004)
 
 
 def test_max_active_caps_the_batch_and_the_rest_wait(engine: Engine, tokenizer) -> None:
@@ -88,19 +94,20 @@ def test_max_active_caps_the_batch_and_the_rest_wait(engine: Engine, tokenizer) 
     assert all(out.last(i).finish_reason == "length" for i in range(5))
 
 
-def test_cancelled_and_zero_budget_requests_end_at_once(engine: Engine, tokenizer) -> None:
+def test_cancelled_and_zero_budget_requests_end_early(engine: Engine, tokenizer) -> None:
     out = Collect()
     cancelled: set[object] = set()
     scheduler = Scheduler(engine, tokenizer, out, is_cancelled=lambda h: h in cancelled)
-    scheduler.submit("keep", QUESTIONS[0], 8)
-    scheduler.submit("drop", QUESTIONS[1], 8)
+    scheduler.submit("keep", QUESTIONS[0], 32)
+    scheduler.submit("drop", QUESTIONS[1], 32)
     scheduler.submit("none", QUESTIONS[2], 0)
     scheduler.step()
     cancelled.add("drop")
     drain(scheduler)
-    assert out.last("drop").finish_reason == "cancelled" and out.last("drop").token_count < 8
+    # Cancellation is an IPC question to Triton, asked every CANCEL_CHECK_EVERY tokens.
+    assert out.last("drop").finish_reason == "cancelled" and out.last("drop").token_count == CANCEL_CHECK_EVERY
     assert (out.last("none").finish_reason, out.last("none").token_count) == ("length", 0)
-    assert out.last("keep").token_count == 8
+    assert out.last("keep").token_count == 32
 
 
 def test_a_failing_step_fails_the_running_requests_and_the_next_one_is_served(
