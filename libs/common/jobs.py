@@ -79,12 +79,19 @@ async def run_worker(
     *,
     wake: asyncio.Event,
     poll_seconds: float = 2.0,
+    warm_up: Callable[[], object] | None = None,
 ) -> None:
     """Run queued jobs of ``kind`` one at a time, forever; ``handle`` must record the outcome (``finish_job``).
+
+    ``warm_up`` runs once, in a thread, before the first job: e.g. importing torch and transformers, which takes
+    seconds that a job should not wait for and that must not block the event loop. Jobs wait for it, since two
+    threads importing transformers at once can each see it half-initialised.
 
     An exception escaping ``handle`` is a bug, not a job failure: it is logged and the job marked failed so the
     queue moves on.
     """
+    if warm_up is not None:
+        await asyncio.to_thread(warm_up)
     while True:
         job = await claim_next(sessions, kind)
         if job is None:

@@ -30,12 +30,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await recover_interrupted(runtime.sessions, handlers.JOB_KIND, max_attempts=settings.builder_max_attempts)
         runtime.spawn(
             run_worker(
-                runtime.sessions, handlers.JOB_KIND, lambda job: handlers.run_build(runtime, settings, job), wake=wake
+                runtime.sessions,
+                handlers.JOB_KIND,
+                lambda job: handlers.run_build(runtime, settings, job),
+                wake=wake,
+                warm_up=lambda: importlib.import_module("services.builder.build"),
             ),
             name="builder-worker",
         )
-        # Import the ML stack (torch, transformers…: seconds) now, off the event loop, not when the first job runs.
-        runtime.spawn(asyncio.to_thread(importlib.import_module, "services.builder.build"), name="builder-warm-imports")
         app.state.runtime = runtime
         try:
             yield

@@ -34,11 +34,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 handlers.JOB_KIND,
                 lambda job: handlers.run_training(runtime, settings, job),
                 wake=wake,
+                warm_up=lambda: importlib.import_module("services.trainer.sft"),
             ),
             name="trainer-worker",
         )
-        # Import the ML stack (torch, transformers…: seconds) now, off the event loop, not when the first job runs.
-        runtime.spawn(asyncio.to_thread(importlib.import_module, "services.trainer.sft"), name="trainer-warm-imports")
         app.state.runtime = runtime
         try:
             yield

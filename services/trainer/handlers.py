@@ -69,14 +69,15 @@ async def run_training(rt: ServiceRuntime, settings: Settings, job: Job) -> None
 
 
 async def _train(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
-    # torch/TRL imports take seconds: keep them off the service's start path.
-    from services.trainer.base_model import resolve_base_model
-    from services.trainer.publish import record_model
-    from services.trainer.sft import train_model
-
     event = DatasetReady.model_validate(job.payload)
     work = settings.home / "work" / "trainer" / f"job-{job.id}"
     try:
+        # Imported by the worker's warm-up already (torch/TRL take seconds); inside the try so that even a broken
+        # installation ends as model.failed.
+        from services.trainer.base_model import resolve_base_model
+        from services.trainer.publish import record_model
+        from services.trainer.sft import train_model
+
         dataset_dir = rt.artifacts.resolve_uri(event.uri)
         if not dataset_dir.is_dir():
             raise FileNotFoundError(f"dataset {event.dataset_id} not found at {dataset_dir}")

@@ -1,6 +1,9 @@
-"""kill -9 mid-pipeline: the supervisor restarts the trainer (killed while training) and the builder (killed while
-building); the loop still reaches ``deployment.live``, with exactly one ``model.trained`` and one ``engine.built``
-for the dataset — the interrupted jobs were retried, not lost and not duplicated."""
+"""kill -9 each service in turn, mid-pipeline: the supervisor restarts it and the loop goes on.
+
+The trainer (killed while training) and the builder (killed while building): the loop still reaches
+``deployment.live`` with exactly one ``model.trained`` and one ``engine.built`` for the dataset — the interrupted
+jobs were retried, not lost and not duplicated. Then the gateway (answers again after its restart), the feedback
+service (killed right after accepting a flag: the flag is released exactly once) and ingest (serves again)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -22,6 +26,69 @@ from tests.integration.test_stack import read_until, stack_env, status
 
 pytestmark = pytest.mark.slow
 STAGE_TIMEOUT = 420
+
+
+def wait_restarted(env: dict[str, str], name: str, old_pid: int, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = status(env)[name]
+        if now["pid"] != old_pid and now["state"] == "running":
+            return
+        time.sleep(0.3)
+    pytest.fail(f"{name} was not restarted within {timeout}s")
+
+
+def serves_again(url: str, timeout: float = 60) -> None:
+    """A restarted process is "running" before it listens: poll its health endpoint."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"{url} did not answer within {timeout}s")
+
+
+def kill(env: dict[str, str], name: str) -> None:
+    pid = status(env)[name]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_restarted(env, name, pid)
+
+
+def kefu(env: dict[str, str], *args: str, retry_for: float = 0) -> str:
+    """Run a kefu command; retried while a just-restarted service is still starting. Returns its last line."""
+    deadline = time.monotonic() + retry_for
+    while True:
+        proc = subprocess.run(
+            [sys.executable, "-m", "kefu", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+        if proc.returncode == 0:
+            return proc.stdout.strip().splitlines()[-1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"kefu {args[0]} failed: {proc.stdout[-1000:]}{proc.stderr[-1000:]}")
+        time.sleep(1)
+
+
+def ready_datasets_with_flag(bootstrap: str, flag_id: str, timeout: float) -> list[dict]:
+    async def run() -> list[dict]:
+        consumer = AIOKafkaConsumer("dataset.ready", bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+        await consumer.start()
+        found: list[dict] = []
+        try:
+            async with asyncio.timeout(timeout):
+                while not found:
+                    for records in (await consumer.getmany(timeout_ms=500)).values():
+                        found += [p for p in map(json.loads, (r.value for r in records)) if flag_id in p["flag_ids"]]
+            await asyncio.sleep(3)  # a duplicate release would follow within the outbox poll
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                found += [p for p in map(json.loads, (r.value for r in records)) if flag_id in p["flag_ids"]]
+            return found
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(run())
 
 
 def kill_when_logged(env: dict[str, str], name: str, marker: str, timeout: float) -> None:
@@ -62,6 +129,7 @@ def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(
     env = stack_env(tmp_path / "home")
     port = free_port()
     env["KEFU_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{port}"  # for `kefu ingest`; `kefu up` passes it to its children
+    env.update(KEFU_FEEDBACK_AUTO_APPROVE="true", KEFU_FEEDBACK_RELEASE_THRESHOLD="1")
     up = subprocess.Popen(
         [sys.executable, "-m", "kefu", "up", "--kafka-port", str(port)],
         env=env,
@@ -91,7 +159,27 @@ def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(
         assert not [p for t, p in events if t == "model.failed" and p["dataset_id"] == dataset_id]
         now = status(env)
         assert now["trainer"]["pid"] != trainer_pid and now["builder"]["pid"] != builder_pid
-        assert all(s["state"] == "running" for s in now.values()), now
+
+        kill(env, "gateway")
+        env["KEFU_API_KEY"] = kefu(env, "keys", "create", "--role", "app")
+        last = kefu(env, "chat", "如何注册CloudMax账号？", "--max-tokens", "8", retry_for=60)
+        assert last.startswith("answer_id: "), last
+        answer_id = last.removeprefix("answer_id: ")
+        agent = kefu(env, "keys", "create", "--role", "agent")
+        flag = httpx.post(
+            f"http://127.0.0.1:{env['KEFU_FEEDBACK_PORT']}/v1/flags",
+            headers={"Authorization": f"Bearer {agent}"},
+            json={"answer_id": answer_id, "reason": "kill test", "correction": "请拨打客服热线400-820-8820。"},
+            timeout=30,
+        )
+        assert flag.status_code == 201, flag.text
+        kill(env, "feedback")  # right after the flag was accepted: it must still be released, once
+        released = ready_datasets_with_flag(f"127.0.0.1:{port}", flag.json()["flag_id"], timeout=90)
+        assert len(released) == 1, released
+
+        kill(env, "ingest")
+        serves_again(f"http://127.0.0.1:{env['KEFU_INGEST_PORT']}/healthz")
+        assert all(s["state"] == "running" for s in status(env).values())
     finally:
         if up.poll() is None:
             up.send_signal(signal.SIGINT)
