@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import AfterValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from libs.common.telemetry import configure_tracing
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000: caught here it is the client's 400, not the database's 500.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (U+0000) characters")
+    return value
+
+
+#: A string from a request (body field or path parameter) that can be stored: every API's text inputs use it.
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 
 class ApiError(Exception):

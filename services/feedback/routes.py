@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
+from libs.common.http import Text
 from libs.common.runtime import ServiceRuntime
 from services.feedback import flags
 from services.feedback.auth import ADMIN_ROLES, AGENT_ROLES, Principal, require
@@ -18,20 +19,20 @@ Admin = Annotated[Principal, Depends(require(ADMIN_ROLES))]
 
 
 class FlagIn(BaseModel):
-    answer_id: str = Field(min_length=1, max_length=64, description="The id the gateway returned with the answer.")
-    reason: str = Field(min_length=1, max_length=2000)
-    correction: str | None = Field(default=None, max_length=8000, description="What the answer should have been.")
-    agent: str | None = Field(default=None, max_length=100, description="The person flagging (default: the key).")
+    answer_id: Text = Field(min_length=1, max_length=64, description="The id the gateway returned with the answer.")
+    reason: Text = Field(min_length=1, max_length=2000)
+    correction: Text | None = Field(default=None, max_length=8000, description="What the answer should have been.")
+    agent: Text | None = Field(default=None, max_length=100, description="The person flagging (default: the key).")
 
 
 class ReviewIn(BaseModel):
     action: Literal["approve", "edit", "reject"]
-    correction: str | None = Field(default=None, max_length=8000, description="Required for edit.")
-    note: str | None = Field(default=None, max_length=2000)
+    correction: Text | None = Field(default=None, max_length=8000, description="Required for edit.")
+    note: Text | None = Field(default=None, max_length=2000)
 
 
 class ReleaseIn(BaseModel):
-    dataset_id: str | None = Field(default=None, description="Parent dataset; default: the live deployment's.")
+    dataset_id: Text | None = Field(default=None, description="Parent dataset; default: the live deployment's.")
 
 
 def agent_label(principal: Principal, named: str | None) -> str:
@@ -65,21 +66,21 @@ async def create_flag(body: FlagIn, request: Request, principal: Agent) -> dict[
 async def get_flags(
     request: Request,
     _: Agent,
-    status: Annotated[str | None, Query(description="open | approved | rejected | released")] = None,
+    status: Annotated[Literal["open", "approved", "rejected", "released"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> dict[str, Any]:
     views = await flags.list_flags(_rt(request).sessions, status=status, limit=limit, offset=offset)
     return {"flags": [v.to_json() for v in views]}
 
 
 @router.get("/flags/{flag_id}")
-async def get_one_flag(flag_id: str, request: Request, _: Agent) -> dict[str, Any]:
+async def get_one_flag(flag_id: Text, request: Request, _: Agent) -> dict[str, Any]:
     return (await flags.get_flag(_rt(request).sessions, flag_id)).to_json()
 
 
 @router.post("/flags/{flag_id}/review")
-async def review(flag_id: str, body: ReviewIn, request: Request, principal: Admin) -> dict[str, Any]:
+async def review(flag_id: Text, body: ReviewIn, request: Request, principal: Admin) -> dict[str, Any]:
     view = await flags.review_flag(
         _rt(request).sessions,
         flag_id,

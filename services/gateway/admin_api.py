@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from libs.common.apikeys import ROLES, create_key
+from libs.common.http import Text
 from libs.common.tables import Deployment
 from services.gateway.access import ADMIN
 from services.gateway.errors import GatewayError, invalid
@@ -23,12 +24,12 @@ Authorization = Annotated[str | None, Header(description="Bearer <admin API key>
 
 class KeyRequest(BaseModel):
     role: str
-    name: str = Field(default="", max_length=128)
-    rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    name: Text = Field(default="", max_length=128)
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, le=10**7)
 
 
 class RollbackRequest(BaseModel):
-    reason: str = Field(default="operator request", max_length=2000)
+    reason: Text = Field(default="operator request", max_length=2000)
 
 
 @router.post("/keys", status_code=201)

@@ -154,6 +154,8 @@ class Answerer:
         question = question.strip()
         if not question:
             raise invalid("the question is empty")
+        if "\x00" in question:  # gRPC strings may hold it; the answer log (PostgreSQL text) cannot
+            raise invalid("the question contains a NUL (U+0000) character")
         limit = self.settings.gateway_max_question_chars
         if len(question) > limit:
             raise GatewayError(413, "too_large", f"question has {len(question)} characters; the limit is {limit}")

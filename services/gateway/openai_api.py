@@ -17,6 +17,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from libs.common.http import Text
 from services.gateway.access import CHAT, Principal
 from services.gateway.answering import AnswerStream
 from services.gateway.core import Gateway
@@ -28,13 +29,13 @@ router = APIRouter(prefix="/v1")
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: str
-    text: str | None = None
+    text: Text | None = None
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
+    content: Text | list[ContentPart] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -50,7 +51,7 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(BaseModel):
     # Unknown OpenAI fields (temperature, top_p, user, …) are accepted and ignored: decoding is greedy.
     model_config = ConfigDict(extra="ignore")
-    model: str = Field(min_length=1)
+    model: Text = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None

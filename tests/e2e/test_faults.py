@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 
 from kefu.demo import SAMPLE
 from tests.conftest import free_port
-from tests.integration.test_stack import read_until, stack_env, status
+from tests.integration.test_stack import running_stack, stack_env, status
 
 pytestmark = pytest.mark.slow
 STAGE_TIMEOUT = 420
@@ -130,15 +130,7 @@ def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(
     port = free_port()
     env["KEFU_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{port}"  # for `kefu ingest`; `kefu up` passes it to its children
     env.update(KEFU_FEEDBACK_AUTO_APPROVE="true", KEFU_FEEDBACK_RELEASE_THRESHOLD="1")
-    up = subprocess.Popen(
-        [sys.executable, "-m", "kefu", "up", "--kafka-port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        read_until(up, "ready", timeout=120)
+    with running_stack(env, port):
         ingest = subprocess.run(
             [sys.executable, "-m", "kefu", "ingest", str(SAMPLE)], env=env, capture_output=True, text=True, timeout=120
         )
@@ -180,11 +172,3 @@ def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(
         kill(env, "ingest")
         serves_again(f"http://127.0.0.1:{env['KEFU_INGEST_PORT']}/healthz")
         assert all(s["state"] == "running" for s in status(env).values())
-    finally:
-        if up.poll() is None:
-            up.send_signal(signal.SIGINT)
-            try:
-                up.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                up.kill()
-                up.wait()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,10 +57,9 @@ def alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-@pytest.fixture
-def stack(tmp_path: Path):
-    env = stack_env(tmp_path / "home")
-    port = free_port()
+@contextlib.contextmanager
+def running_stack(env: dict[str, str], port: int) -> Iterator[tuple[subprocess.Popen, list[str]]]:
+    """``kefu up`` until its ``ready`` line; stopped with Ctrl-C (killed if that hangs) unless the test did."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "kefu", "up", "--kafka-port", str(port)],
         env=env,
@@ -67,12 +68,23 @@ def stack(tmp_path: Path):
         text=True,
     )
     try:
-        lines = read_until(proc, "ready", timeout=120)
-        yield proc, env, port, lines
+        yield proc, read_until(proc, "ready", timeout=120)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def stack(tmp_path: Path):
+    env = stack_env(tmp_path / "home")
+    port = free_port()
+    with running_stack(env, port) as (proc, lines):
+        yield proc, env, port, lines
 
 
 def test_up_starts_broker_and_services_restarts_a_dead_child_and_stops_cleanly(stack) -> None:

@@ -95,6 +95,14 @@ async def test_outbox_publishes_an_event_whose_producer_crashed_after_commit(set
             return [r for r in rs if r.key == dataset_id.encode()]
 
         records = mine(await read_topic(settings.kafka_bootstrap, Topic.DATASET_READY.value, lambda rs: bool(mine(rs))))
+        # The relay marks the row right after the broker acknowledged it; give it that moment before stopping it.
+        async with asyncio.timeout(10):
+            while True:
+                async with db_sessions() as s:
+                    row = await s.scalar(select(OutboxMessage).where(OutboxMessage.key == dataset_id))
+                if row.published_at is not None:
+                    break
+                await asyncio.sleep(0.05)
     finally:
         relay.cancel()
         await asyncio.gather(relay, return_exceptions=True)

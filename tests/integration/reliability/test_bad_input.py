@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 
 from libs.common.db import make_engine, make_sessionmaker
+from proto.kefu.gateway.v1 import chat_pb2, chat_pb2_grpc
 from services.feedback.settings import Settings as FeedbackSettings
 from services.gateway.app import create_app as gateway_app
 from tests.conftest import free_port
@@ -32,7 +33,7 @@ from tests.integration.gateway.conftest import gateway_settings
 pytestmark = pytest.mark.slow
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
     max_leaves=12,
 )
@@ -116,6 +117,31 @@ def test_arbitrary_bodies_get_the_error_shape_never_a_500(apis: dict) -> None:
     fuzz()
     assert httpx.get(f"{gw}/healthz").status_code == 200
     assert httpx.get(f"{fb}/healthz").status_code == 200
+
+
+def test_nul_characters_are_a_400_everywhere(apis: dict) -> None:
+    gw, fb, keys = apis["gateway"], apis["feedback"], apis["keys"]
+    nul = "a\x00b"
+    cases = [
+        (
+            f"{gw}/v1/chat/completions",
+            keys["app"],
+            {"model": "kefu-chat", "messages": [{"role": "user", "content": nul}]},
+        ),
+        (f"{gw}/v1/keys", keys["admin"], {"role": "app", "name": nul}),
+        (f"{fb}/v1/flags", keys["agent"], {"answer_id": nul, "reason": "r"}),
+        (f"{fb}/v1/flags", keys["agent"], {"answer_id": "x", "reason": nul}),
+        (f"{fb}/v1/flags/a%00b/review", keys["admin"], {"action": "reject"}),
+    ]
+    for url, key, body in cases:
+        resp = post(url, key, body)
+        assert resp.status_code == 400, (url, body, resp.status_code, resp.text[:200])
+        assert "NUL" in resp.json()["error"]["message"]
+    with grpc.insecure_channel(apis["grpc"]) as channel:
+        stub = chat_pb2_grpc.ChatServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Chat(chat_pb2.ChatRequest(question=nul), metadata=(("authorization", f"Bearer {keys['app']}"),))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_malformed_grpc_messages_are_rejected_and_the_server_keeps_serving(apis: dict) -> None:

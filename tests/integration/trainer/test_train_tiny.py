@@ -111,7 +111,7 @@ def test_mlflow_run_is_tracked_and_registered(trained: dict[str, Any]) -> None:
     assert run.data.params["learning_rate"] == "0.001"  # TRL's own MLflow callback
     assert run.data.metrics["train_exact_match"] == trained["metrics"]["train_exact_match"]
     assert "eval_exact_match" in run.data.metrics and "eval_heldout_loss" in run.data.metrics
-    assert len(client.get_metric_history(run.info.run_id, "loss")) >= 100  # per-step loss
+    assert len(client.get_metric_history(run.info.run_id, "loss")) >= 50  # ~100 points a run (logging_steps 1%)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"loss_curve.png", "dataset", "model", "eval"} <= artifacts
     assert run.info.artifact_uri.startswith((trained["home"] / "mlflow").resolve().as_uri())
