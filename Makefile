@@ -6,7 +6,9 @@ STAMP  := $(VENV)/.kefu-setup
 
 .PHONY: setup browser test test-fast lint demo up clean
 
-setup: $(STAMP)
+PROTO_CODE := proto/kefu/gateway/v1/chat_pb2_grpc.py
+
+setup: $(STAMP) $(PROTO_CODE)
 
 # Idempotent: re-runs only when pyproject.toml changes. torch goes in FIRST and pinned: a bare `torch`
 # requirement would pull a multi-GB CUDA build; 2.13.0 resolves to the CPU wheel on these machines.
@@ -16,6 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	@touch $(STAMP)
+
+# gRPC code is generated from the contracts, not committed (proto/generate.sh).
+$(PROTO_CODE): $(STAMP) $(wildcard proto/kefu/*/v1/*.proto)
+	PYTHON=$(BIN)/python sh proto/generate.sh
 
 # The review-page test drives a real headless Chromium (Debian's package); installed once when we are root.
 browser:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -13,18 +12,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from kefu.bench import free_port
 from kefu.tansu import create_topics, tansu_command, wait_port
 from libs.common.db import upgrade_database
 from libs.common.events import all_topic_names
 from libs.common.settings import KefuSettings
 
 PG_ADMIN_DSN = os.environ.get("KEFU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -42,12 +36,10 @@ def tansu() -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test run, migrated to head, dropped afterwards."""
-    name = f"kefu_test_{uuid.uuid4().hex[:10]}"
+def pg_admin(sql: str) -> None:
+    """Run one statement as the PostgreSQL admin (CREATE/DROP DATABASE); fails the test if there is no server."""
 
-    async def admin(sql: str) -> None:
+    async def run() -> None:
         try:
             conn = await asyncpg.connect(PG_ADMIN_DSN)
         except OSError as exc:
@@ -57,14 +49,23 @@ def pg_url() -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-    url = f"{base}/{name}"
+    asyncio.run(run())
+
+
+def pg_database_url(name: str) -> str:
+    return PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run, migrated to head, dropped afterwards."""
+    name = f"kefu_test_{uuid.uuid4().hex[:10]}"
+    pg_admin(f'CREATE DATABASE "{name}"')
     try:
-        upgrade_database(url)
-        yield url
+        upgrade_database(pg_database_url(name))
+        yield pg_database_url(name)
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.tables import ApiKey
@@ -42,3 +43,8 @@ async def create_key(
         ApiKey(key_id=key_id, key_hash=hash_key(key), role=role, name=name, rate_limit_per_minute=rate_limit_per_minute)
     )
     return key_id, key
+
+
+async def find_key(session: AsyncSession, key: str) -> ApiKey | None:
+    """The stored, not revoked row of a presented key, or None."""
+    return await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)))

@@ -70,7 +70,10 @@ class TritonPythonModel:
                 error = pb_utils.TritonError("input 'question' is missing or empty")
                 sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
                 continue
-            self.scheduler.submit(sender, question, self._max_tokens(request))
+            try:
+                self.scheduler.submit(sender, question, self._max_tokens(request))
+            except Exception as exc:  # noqa: BLE001 - a request that cannot be queued must still be answered
+                self._send(sender, exc)
         return None
 
     def _send_loop(self):

@@ -10,12 +10,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastapi import Request
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from libs.common.apikeys import bearer, hash_key
+from libs.common.apikeys import bearer, find_key
 from libs.common.http import ApiError
-from libs.common.tables import ApiKey
 
 AGENT_ROLES = frozenset({"agent", "admin"})
 ADMIN_ROLES = frozenset({"admin"})
@@ -40,9 +38,7 @@ def presented_key(request: Request) -> str | None:
 
 async def lookup_key(sessions: async_sessionmaker, key: str) -> Principal | None:
     async with sessions() as session:
-        row = (
-            await session.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)))
-        ).scalar_one_or_none()
+        row = await find_key(session, key)
     return Principal(row.key_id, row.role, row.name or "") if row is not None else None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,7 +20,8 @@ from libs.common.outbox import enqueue
 from libs.common.tables import Answer, Flag, utcnow
 from services.feedback.errors import FeedbackError, not_found
 
-STATUSES = ("open", "approved", "rejected", "released")
+Status = Literal["open", "approved", "rejected", "released"]
+STATUSES: tuple[str, ...] = get_args(Status)
 AUTO_REVIEWER = "auto-approve"
 Action = Literal["approve", "edit", "reject"]
 

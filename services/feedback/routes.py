@@ -66,7 +66,7 @@ async def create_flag(body: FlagIn, request: Request, principal: Agent) -> dict[
 async def get_flags(
     request: Request,
     _: Agent,
-    status: Annotated[Literal["open", "approved", "rejected", "released"] | None, Query()] = None,
+    status: Annotated[flags.Status | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> dict[str, Any]:

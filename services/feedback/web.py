@@ -48,7 +48,7 @@ async def index(request: Request) -> HTMLResponse:
 async def queue(
     request: Request,
     _: Admin,
-    status: Annotated[Literal["open", "approved", "rejected", "released"], Query()] = "open",
+    status: Annotated[flags.Status, Query()] = "open",
     limit: Annotated[int, Query(ge=1, le=500)] = 200,
 ) -> HTMLResponse:
     views = await flags.list_flags(request.app.state.runtime.sessions, status=status or None, limit=limit)

@@ -9,11 +9,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from libs.common.apikeys import bearer, hash_key
-from libs.common.tables import ApiKey
+from libs.common.apikeys import bearer, find_key, hash_key
 from services.gateway.errors import forbidden, rate_limited, unauthenticated
 
 CHAT = frozenset({"app", "admin"})
@@ -64,12 +62,8 @@ class Access:
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
         async with self.sessions() as session:
-            row = await session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
-        principal = (
-            Principal(row.key_id, row.role, row.rate_limit_per_minute)
-            if row is not None and row.revoked_at is None
-            else None
-        )
+            row = await find_key(session, key)
+        principal = Principal(row.key_id, row.role, row.rate_limit_per_minute) if row is not None else None
         if len(self._cache) > 10_000:  # unknown keys are cached too: bound what a key-guessing client can grow
             self._cache.clear()
         self._cache[digest] = (principal, time.monotonic() + self.cache_seconds)

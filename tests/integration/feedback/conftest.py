@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import uvicorn
 from aiokafka import AIOKafkaConsumer
@@ -33,45 +32,30 @@ from services.feedback.settings import Settings
 from services.ingest.options import IngestOptions
 from services.ingest.pipeline import prepare_dataset, write_dataset
 from services.ingest.publish import store_dataset
-from tests.conftest import PG_ADMIN_DSN, free_port
+from tests.conftest import free_port, pg_admin, pg_database_url
 
 SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample" / "cloudmax_faq.jsonl"
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-def _url(name: str) -> str:
-    return PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
 
 
 @pytest.fixture(scope="session")
 def feedback_template() -> Iterator[str]:
     name = f"kefu_fb_tmpl_{uuid.uuid4().hex[:8]}"
+    pg_admin(f'CREATE DATABASE "{name}"')
     try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except OSError as exc:
-        pytest.fail(f"PostgreSQL is required at {PG_ADMIN_DSN} (set KEFU_TEST_PG_DSN): {exc}")
-    try:
-        upgrade_database(_url(name))
+        upgrade_database(pg_database_url(name))
         yield name
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 def fb_db(feedback_template: str) -> Iterator[str]:
     name = f"kefu_fb_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{feedback_template}"'))
+    pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{feedback_template}"')
     try:
-        yield _url(name)
+        yield pg_database_url(name)
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
