@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 Kind = Literal["datasets", "models", "engines"]
+#: An engine version's manifest (written by the builder, read by the Triton model and the gateway).
+ENGINE_META = "kefu_engine.json"
 
 
 def tree_sha256(root: Path) -> str:

@@ -23,6 +23,7 @@ class Topic(StrEnum):
     DEPLOYMENT_LIVE = "deployment.live"
     DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
     FEEDBACK_FLAGGED = "feedback.flagged"
+    KNOWLEDGE_UPDATED = "knowledge.updated"
 
     @property
     def dlq(self) -> str:
@@ -135,6 +136,19 @@ class FeedbackFlagged(Event):
     agent: str
 
 
+class KnowledgeUpdated(Event):
+    """An approved change of the live knowledge base: serve it now, before any retraining."""
+
+    topic: ClassVar[Topic] = Topic.KNOWLEDGE_UPDATED
+    key_field: ClassVar[str] = "entry_id"
+    entry_id: str = Field(min_length=1)
+    action: Literal["add", "replace", "retire"]
+    question: str = Field(min_length=1)
+    answer: str
+    update_id: int | None = Field(default=None, description="Row id in knowledge_updates (its order).")
+    flag_id: str | None = None
+
+
 EVENT_TYPES: dict[Topic, type[Event]] = {
     cls.topic: cls
     for cls in (
@@ -145,6 +159,7 @@ EVENT_TYPES: dict[Topic, type[Event]] = {
         DeploymentLive,
         DeploymentRolledBack,
         FeedbackFlagged,
+        KnowledgeUpdated,
     )
 }
 

@@ -7,6 +7,7 @@ prompt trained on.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 # Short on purpose: every token of it is paid on every request.
@@ -19,6 +20,26 @@ def to_messages(question: str, context: str = "") -> list[dict[str, str]]:
     if context.strip():
         user = f"{user}\n{context.strip()}"
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+REFERENCES_HEADER = "参考资料："
+
+
+def references_block(entries: Sequence[tuple[str, str]]) -> str:
+    """Retrieved (question, answer) entries as the context the model answers from, numbered in rank order.
+
+    Training (retrieval-augmented rows), the builder's gate and the gateway all call this, so the context the model
+    was taught to follow is byte for byte the context it is served.
+    """
+    if not entries:
+        return ""
+    lines = [f"[{i}] {q.strip()} {a.strip()}" for i, (q, a) in enumerate(entries, start=1)]
+    return "\n".join([REFERENCES_HEADER, *lines])
+
+
+def grounded_context(row_input: str, entries: Sequence[tuple[str, str]]) -> str:
+    """A row's own ``input`` (if any) followed by the references: the ``context`` argument of ``to_messages``."""
+    return "\n".join(part for part in (row_input.strip(), references_block(entries)) if part)
 
 
 def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, MetaData, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -184,6 +184,12 @@ class Answer(Base):
     status: Mapped[str] = mapped_column(String(16), default="ok")  # ok | error | cancelled
     api_key_id: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
+    # Grounding: the knowledge entries put in the prompt (rank order), their BM25 scores, the retrieval
+    # confidence, and whether the customer was handed to a human instead of the model answering.
+    handoff: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    entry_ids: Mapped[list | None] = mapped_column(JSON)
+    retrieval_scores: Mapped[list | None] = mapped_column(JSON)
+    confidence: Mapped[float | None] = mapped_column()
 
 
 class Deployment(Base):
@@ -222,3 +228,21 @@ class Flag(Base):
     released_dataset_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # What the correction fixes: the knowledge entry it replaces (the answer's top reference) and that entry's
+    # question; both None for a new entry (e.g. a handed-off question turned into an FAQ entry).
+    entry_id: Mapped[str | None] = mapped_column(String(64))
+    entry_question: Mapped[str | None] = mapped_column(Text)
+
+
+class KnowledgeUpdate(Base):
+    """An approved change of the live knowledge base, applied at once by whatever serves retrieval (owner:
+    feedback). Kept, in order, so a restarted gateway rebuilds the same knowledge."""
+
+    __tablename__ = "knowledge_updates"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    entry_id: Mapped[str] = mapped_column(String(64), index=True)
+    action: Mapped[str] = mapped_column(String(16))  # add | replace | retire
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    flag_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)

@@ -1,6 +1,7 @@
 """Stream one answer from the decoupled Triton chat model as an async generator of text deltas.
 
-The model contract (written by the builder): input ``question`` BYTES [1,1], optional ``max_tokens`` INT32 [1,1];
+The model contract (written by the builder): input ``question`` BYTES [1,1], optional ``context`` BYTES [1,1] (the
+retrieved references, ``libs.common.prompting.grounded_context``), optional ``max_tokens`` INT32 [1,1];
 each response carries ``delta`` BYTES, ``token_count`` INT32, ``prompt_tokens`` INT32 and ``finish_reason`` BYTES
 (empty until the final response: ``stop`` | ``length`` | ``cancelled``). Shared by the builder's smoke test, the
 gateway and the benchmarks. Closing the generator early cancels the request inside Triton.
@@ -24,9 +25,14 @@ class Delta:
     finish_reason: str  # "" until the last delta
 
 
-def chat_request(model: str, question: str, *, max_tokens: int | None = None, version: str = "") -> dict:
+def chat_request(
+    model: str, question: str, *, max_tokens: int | None = None, version: str = "", context: str = ""
+) -> dict:
     inputs = [grpcclient.InferInput("question", [1, 1], "BYTES")]
     inputs[0].set_data_from_numpy(np.array([[question.encode("utf-8")]], dtype=np.object_))
+    if context:
+        inputs.append(grpcclient.InferInput("context", [1, 1], "BYTES"))
+        inputs[-1].set_data_from_numpy(np.array([[context.encode("utf-8")]], dtype=np.object_))
     if max_tokens is not None:
         inputs.append(grpcclient.InferInput("max_tokens", [1, 1], "INT32"))
         inputs[-1].set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
@@ -40,9 +46,10 @@ async def stream_answer(
     *,
     max_tokens: int | None = None,
     version: str = "",
+    context: str = "",
 ) -> AsyncIterator[Delta]:
     async def requests() -> AsyncIterator[dict]:
-        yield chat_request(model, question, max_tokens=max_tokens, version=version)
+        yield chat_request(model, question, max_tokens=max_tokens, version=version, context=context)
 
     responses = client.stream_infer(requests())
     try:

@@ -19,7 +19,7 @@ from services.builder import repository
 from services.builder.engine import ENGINE_META, Engine
 from services.builder.errors import BuildError
 from services.builder.export import export_engine_files, load_checkpoint
-from services.builder.gate import resolve_prompts, run_gate
+from services.builder.gate import resolve_prompts, retrieval_manifest, run_gate
 from services.builder.settings import DEFAULT_MIN_AGREEMENT
 
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -88,6 +88,8 @@ def build(
             if ckpt.tokenizer.pad_token_id is not None
             else ckpt.eos_token_ids[0],
             "max_new_tokens": budget,
+            # k and the hand-off threshold the trainer calibrated: the gateway serves this engine with them.
+            "retrieval": retrieval_manifest(ckpt.path),
         }
         _write_json(staging / ENGINE_META, meta)
         # The id covers the engine files and their settings, so rebuilding the same model gives the same id.

@@ -17,9 +17,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from libs.common.artifacts import ENGINE_META
 from libs.common.prompting import render_prompt, to_messages
-
-ENGINE_META = "kefu_engine.json"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ from typing import Any
 import torch
 
 from libs.common.artifacts import ArtifactStore
+from libs.common.knowledge import load_knowledge
+from libs.common.prompting import grounded_context
+from libs.common.retrieval import Retriever
 from libs.common.settings import KefuSettings
 from services.builder.engine import Engine, encode_question
 from services.builder.errors import BuildError
@@ -25,6 +28,7 @@ from services.builder.export import Checkpoint
 from services.builder.settings import DEFAULT_MIN_AGREEMENT
 
 SPLITS = ("eval", "train")
+RETRIEVAL_FILE = "retrieval.json"  # written by the trainer next to the model
 
 
 @dataclass(frozen=True)
@@ -78,13 +82,35 @@ def held_prompts(model_dir: Path, limit_per_split: int) -> list[GatePrompt]:
     ]
 
 
+def retrieval_manifest(model_dir: Path) -> dict[str, Any] | None:
+    """The trainer's ``retrieval.json`` (k, hand-off threshold, index parameters); None for an ungrounded model."""
+    path = Path(model_dir) / RETRIEVAL_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def grounded(prompts: Sequence[GatePrompt], dataset_dir: Path, k: int) -> list[GatePrompt]:
+    """The prompts as the gateway builds them: the top-k entries of the dataset's knowledge base as references."""
+    retriever = Retriever(load_knowledge(dataset_dir))
+    out = []
+    for p in prompts:
+        refs = [(h.entry.question, h.entry.answer) for h in retriever.search(p.question, k).hits]
+        out.append(GatePrompt(p.question, grounded_context(p.context, refs), p.gold, p.split))
+    return out
+
+
 def resolve_prompts(ckpt: Checkpoint, dataset_dir: Path | None, limit_per_split: int = 64) -> list[GatePrompt]:
-    """--dataset, else the dataset kefu_model.json names (artifact store), else the model's held prompts."""
+    """--dataset, else the dataset kefu_model.json names (artifact store), else the model's held prompts.
+
+    A grounded model is gated on grounded prompts (its dataset's knowledge base, its k), as it will be served.
+    """
+    if dataset_dir is None:
+        recorded = ArtifactStore(KefuSettings().home).path("datasets", str(ckpt.meta["dataset_id"]))
+        dataset_dir = recorded if recorded.is_dir() else None
     if dataset_dir is not None:
-        return dataset_prompts(dataset_dir, limit_per_split)
+        prompts = dataset_prompts(dataset_dir, limit_per_split)
+        manifest = retrieval_manifest(ckpt.path)
+        return grounded(prompts, dataset_dir, int(manifest["k"])) if manifest else prompts
     recorded = ArtifactStore(KefuSettings().home).path("datasets", str(ckpt.meta["dataset_id"]))
-    if recorded.is_dir():
-        return dataset_prompts(recorded, limit_per_split)
     held = held_prompts(ckpt.path, limit_per_split)
     if not held:
         raise BuildError(

@@ -28,6 +28,7 @@ model_transaction_policy {{ decoupled: true }}
 dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}
 input [
   {{ name: "question" data_type: TYPE_STRING dims: [ 1 ] }},
+  {{ name: "context" data_type: TYPE_STRING dims: [ 1 ] optional: true }},
   {{ name: "max_tokens" data_type: TYPE_INT32 dims: [ 1 ] optional: true }}
 ]
 output [

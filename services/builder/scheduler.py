@@ -59,9 +59,9 @@ class Scheduler:
         self.state: DecodeState | None = None
         self._serial = 0
 
-    def submit(self, handle: Any, question: str, max_tokens: int) -> None:
-        """Queue a question (thread-safe). Tokenizing here keeps the decode thread free for decoding."""
-        prompt = encode_question(self.tokenizer, question)
+    def submit(self, handle: Any, question: str, max_tokens: int, context: str = "") -> None:
+        """Queue a question with its references (thread-safe). Tokenizing here keeps the decode thread free."""
+        prompt = encode_question(self.tokenizer, question, context)
         self._serial += 1
         budget = self.engine.budget(len(prompt), max_tokens)
         self.waiting.put(_Request(self._serial, handle, prompt, budget, TextStream(self.tokenizer)))

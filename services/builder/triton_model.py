@@ -70,8 +70,11 @@ class TritonPythonModel:
                 error = pb_utils.TritonError("input 'question' is missing or empty")
                 sender.send(pb_utils.InferenceResponse(error=error), flags=FINAL)
                 continue
+            context = pb_utils.get_input_tensor_by_name(request, "context")
+            refs = context.as_numpy().reshape(-1) if context is not None else np.array([], dtype=np.object_)
+            context_text = refs[0].decode("utf-8", "replace") if refs.size and isinstance(refs[0], bytes) else ""
             try:
-                self.scheduler.submit(sender, question, self._max_tokens(request))
+                self.scheduler.submit(sender, question, self._max_tokens(request), context_text)
             except Exception as exc:  # noqa: BLE001 - a request that cannot be queued must still be answered
                 self._send(sender, exc)
         return None

@@ -15,9 +15,11 @@ from typing import Any, Literal, get_args
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from libs.common.artifacts import ArtifactStore
 from libs.common.events import FeedbackFlagged
 from libs.common.outbox import enqueue
 from libs.common.tables import Answer, Flag, utcnow
+from services.feedback import live
 from services.feedback.errors import FeedbackError, not_found
 
 Status = Literal["open", "approved", "rejected", "released"]
@@ -84,6 +86,7 @@ def _text(value: str | None) -> str | None:
 
 async def flag_answer(
     sessions: async_sessionmaker,
+    artifacts: ArtifactStore,
     *,
     answer_id: str,
     reason: str,
@@ -116,6 +119,8 @@ async def flag_answer(
             flag.status, flag.reviewer, flag.final_correction = "approved", AUTO_REVIEWER, fix
             flag.reviewed_at = utcnow()
         session.add(flag)
+        if flag.status == "approved":
+            await live.stage_approval(session, artifacts, flag, answer)
         enqueue(
             session,
             FeedbackFlagged(flag_id=flag.flag_id, answer_id=answer_id, reason=reason_text, correction=fix, agent=agent),
@@ -154,6 +159,7 @@ async def list_flags(
 
 async def review_flag(
     sessions: async_sessionmaker,
+    artifacts: ArtifactStore,
     flag_id: str,
     *,
     action: Action,
@@ -186,12 +192,18 @@ async def review_flag(
             final = None
         else:
             raise FeedbackError(400, "invalid_request", "action: must be approve, edit or reject")
+        answer = await session.get(Answer, flag.answer_id)
+        was_live = flag.status == "approved"
         flag.status = "rejected" if action == "reject" else "approved"
         flag.final_correction = final
         flag.reviewer = reviewer
         flag.review_note = _text(note)
         flag.reviewed_at = utcnow()
-        answer = await session.get(Answer, flag.answer_id)
+        # Approval puts the correction in the live knowledge base at once; rejecting a live one takes it out.
+        if final is not None:
+            await live.stage_approval(session, artifacts, flag, answer)
+        elif was_live:
+            await live.stage_withdrawal(session, artifacts, flag, answer)
     return _view(flag, answer)
 
 

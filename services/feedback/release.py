@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from libs.common.artifacts import ArtifactStore
@@ -55,7 +55,9 @@ async def _reviewed(sessions: async_sessionmaker, status: str) -> list[tuple[str
     async with sessions() as session:
         rows = (
             await session.execute(
-                select(Flag.flag_id, Answer.question, Flag.final_correction)
+                # The entry's question when the correction replaced an entry (so the release fixes that row), the
+                # customer's own words when it added one.
+                select(Flag.flag_id, func.coalesce(Flag.entry_question, Answer.question), Flag.final_correction)
                 .join(Answer, Answer.answer_id == Flag.answer_id)
                 .where(Flag.status == status, Flag.final_correction.is_not(None))
                 .order_by(Flag.reviewed_at, Flag.created_at, Flag.flag_id)

@@ -50,6 +50,7 @@ async def create_flag(body: FlagIn, request: Request, principal: Agent) -> dict[
     rt = _rt(request)
     view = await flags.flag_answer(
         rt.sessions,
+        rt.artifacts,
         answer_id=body.answer_id,
         reason=body.reason,
         correction=body.correction,
@@ -83,6 +84,7 @@ async def get_one_flag(flag_id: Text, request: Request, _: Agent) -> dict[str, A
 async def review(flag_id: Text, body: ReviewIn, request: Request, principal: Admin) -> dict[str, Any]:
     view = await flags.review_flag(
         _rt(request).sessions,
+        _rt(request).artifacts,
         flag_id,
         action=body.action,
         reviewer=principal.label,

@@ -67,6 +67,7 @@ async def review(
     """Review one flag and answer its re-rendered card, which the page puts in place of the old one."""
     view = await flags.review_flag(
         request.app.state.runtime.sessions,
+        request.app.state.runtime.artifacts,
         flag_id,
         action=action,
         reviewer=principal.label,

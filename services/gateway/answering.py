@@ -20,11 +20,13 @@ import tritonclient.grpc.aio as aioclient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from tritonclient.utils import InferenceServerException
 
+from libs.common.prompting import grounded_context
 from libs.common.tables import Answer
 from libs.common.triton_stream import Delta, stream_answer
 from services.gateway import metrics
 from services.gateway.access import Principal
 from services.gateway.errors import GatewayError, invalid, unavailable
+from services.gateway.knowledge import Knowledge
 from services.gateway.routing import Router, Target
 from services.gateway.settings import Settings
 
@@ -103,6 +105,19 @@ class AnswerStream:
     def text(self) -> str:
         return "".join(self._parts)
 
+    @property
+    def entry_ids(self) -> list[str]:
+        """The knowledge entries the answer was grounded on, best first."""
+        return list(self.row.entry_ids or [])
+
+    @property
+    def handoff(self) -> bool:
+        return bool(self.row.handoff)
+
+    def grounding(self) -> dict[str, object]:
+        """The ``kefu`` extension of OpenAI responses (the official SDKs keep unknown fields)."""
+        return {"entry_ids": self.entry_ids, "handoff": self.handoff, "confidence": self.row.confidence}
+
     async def __aiter__(self) -> AsyncIterator[Delta]:
         status = "error"
         try:
@@ -143,11 +158,22 @@ class AnswerStream:
             metrics.TOKENS_PER_SECOND.labels(route).observe(self.completion_tokens / latency)
 
 
+async def _handoff_deltas(text: str) -> AsyncIterator[Delta]:
+    """The hand-off reply as a one-delta stream, so every API streams it exactly like a model answer."""
+    yield Delta(text=text, token_count=0, prompt_tokens=0, finish_reason="stop")
+
+
 class Answerer:
     def __init__(
-        self, client: aioclient.InferenceServerClient, router: Router, answer_log: AnswerLog, settings: Settings
+        self,
+        client: aioclient.InferenceServerClient,
+        router: Router,
+        answer_log: AnswerLog,
+        settings: Settings,
+        knowledge: Knowledge,
     ) -> None:
         self.client, self.router, self.log, self.settings = client, router, answer_log, settings
+        self.knowledge = knowledge
 
     def check(self, question: str, max_tokens: int | None) -> tuple[str, int | None]:
         """Validate a question and budget (400 / 413) before any engine is asked."""
@@ -193,9 +219,29 @@ class Answerer:
             completion_tokens=0,
             api_key_id=principal.key_id,
         )
-        deltas = stream_answer(
-            self.client, target.triton_model, question, max_tokens=max_tokens, version=str(target.triton_version)
-        )
+        grounding = await self.knowledge.for_target(target)
+        started = time.perf_counter()
+        found = grounding.search(question)
+        metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
+        context = ""
+        if found is not None:
+            row.entry_ids = [h.entry.entry_id for h in found.hits]
+            row.retrieval_scores = [round(h.score, 4) for h in found.hits]
+            row.confidence = round(found.confidence, 4)
+            row.handoff = found.confidence < (grounding.threshold or 0.0)
+            context = grounded_context("", [(h.entry.question, h.entry.answer) for h in found.hits])
+        if row.handoff:
+            metrics.HANDOFFS.labels(target.state).inc()
+            deltas: AsyncIterator[Delta] = _handoff_deltas(self.settings.handoff_text())
+        else:
+            deltas = stream_answer(
+                self.client,
+                target.triton_model,
+                question,
+                max_tokens=max_tokens,
+                version=str(target.triton_version),
+                context=context,
+            )
         try:
             first = await anext(deltas)
         except (*TRITON_ERRORS, StopAsyncIteration) as exc:

@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await runtime.start()
         await gw.router.refresh()
         runtime.spawn(gw.router.run(runtime.kick_outbox), name="gateway-rollout")
+        runtime.spawn(gw.knowledge.run(settings.rollout_poll_seconds), name="gateway-knowledge")
         grpc_server = GrpcServer(gw)
         await grpc_server.start()
         app.state.gateway = gw

@@ -9,6 +9,7 @@ import tritonclient.grpc.aio as aioclient
 from libs.common.runtime import ServiceRuntime
 from services.gateway.access import Access
 from services.gateway.answering import Answerer, AnswerLog
+from services.gateway.knowledge import Knowledge
 from services.gateway.routing import Router
 from services.gateway.settings import Settings
 
@@ -21,6 +22,7 @@ class Gateway:
     access: Access
     router: Router
     answer_log: AnswerLog
+    knowledge: Knowledge
     answerer: Answerer
 
     @classmethod
@@ -33,9 +35,9 @@ class Gateway:
             default_rate_per_minute=settings.gateway_rate_limit_per_minute,
             cache_seconds=settings.gateway_key_cache_seconds,
         )
-        return cls(
-            settings, runtime, triton, access, router, answer_log, Answerer(triton, router, answer_log, settings)
-        )
+        knowledge = Knowledge(runtime.sessions, runtime.artifacts)
+        answerer = Answerer(triton, router, answer_log, settings, knowledge)
+        return cls(settings, runtime, triton, access, router, answer_log, knowledge, answerer)
 
     async def is_ready(self, model: str, version: int) -> bool:
         """Whether Triton serves ``model`` version ``version`` now (False if Triton is unreachable)."""

@@ -68,6 +68,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             usage=_usage(answer),
             engine_id=answer.target.engine_id,
             model=answer.target.triton_model,
+            entry_ids=answer.entry_ids,
+            handoff=answer.handoff,
         )
 
     async def ChatStream(
@@ -85,6 +87,8 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                         usage=_usage(answer) if last else None,
                         engine_id=answer.target.engine_id,
                         model=answer.target.triton_model,
+                        entry_ids=answer.entry_ids if last else None,
+                        handoff=answer.handoff if last else False,
                     )
         except GatewayError as exc:
             await self._fail(context, exc, True)

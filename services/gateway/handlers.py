@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 from libs.common.broker import consumer_options
-from libs.common.events import EngineBuilt, Topic
+from libs.common.events import EngineBuilt, KnowledgeUpdated, Topic
 from libs.common.outbox import claim_event
 from services.gateway.core import Gateway
 from services.gateway.rollout import deploy_engine
@@ -25,3 +26,14 @@ def register(gw: Gateway) -> None:
         if state:
             rt.kick_outbox()
             await gw.router.refresh()
+
+    # Every replica must see every update, so each process reads with a group of its own, from now on (what came
+    # before is in knowledge_updates, which ``refresh`` reads). The event only wakes the refresh: the table is the
+    # record, so replicas apply updates in one order whatever the delivery order.
+    options = {**consumer_options(rt.settings, group=f"gateway-knowledge-{uuid.uuid4().hex[:8]}")}
+    options["auto_offset_reset"] = "latest"
+
+    @rt.broker.subscriber(Topic.KNOWLEDGE_UPDATED.value, **options)
+    async def on_knowledge_updated(event: KnowledgeUpdated) -> None:
+        applied = await gw.knowledge.refresh()
+        log.info("knowledge.updated %s (%s): %d update(s) applied", event.entry_id, event.action, applied)

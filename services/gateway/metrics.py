@@ -36,3 +36,13 @@ TOTAL_TOKENS = Histogram(
     "kefu_gateway_sequence_tokens", "Prompt + completion tokens of one answer.", buckets=_TOKEN_BUCKETS
 )
 ROLLOUTS = Counter("kefu_gateway_rollouts", "Rollout decisions (live, canary, promoted, rolled_back).", ["action"])
+HANDOFFS = Counter(
+    "kefu_gateway_handoffs",
+    "Questions handed to a human (retrieval confidence below the engine's threshold), by route (live|canary).",
+    ["route"],
+)
+RETRIEVAL_SECONDS = Histogram(
+    "kefu_gateway_retrieval_seconds",
+    "Knowledge-base retrieval time per question.",
+    buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1),
+)

@@ -107,7 +107,8 @@ async def _events(answer: AnswerStream, model: str, include_usage: bool) -> Asyn
         # Headers (200) are gone already: an error object in the stream is what OpenAI clients raise on.
         yield _sse({"error": {"code": exc.code, "message": exc.message}})
         return
-    yield _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": answer.finish_reason}]})
+    final = {"index": 0, "delta": {}, "finish_reason": answer.finish_reason}
+    yield _sse({**base, "choices": [final], "kefu": answer.grounding()})
     if include_usage:
         yield _sse({**base, "choices": [], "usage": _usage(answer)})
     yield "data: [DONE]\n\n"
@@ -151,6 +152,8 @@ async def chat_completions(
                 }
             ],
             "usage": _usage(answer),
+            # Not in OpenAI's schema; its SDKs keep unknown fields (``completion.model_extra["kefu"]``).
+            "kefu": answer.grounding(),
         },
         headers=_headers(answer),
     )

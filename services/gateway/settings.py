@@ -27,6 +27,12 @@ class Settings(KefuSettings):
     canary_max_latency_ratio: float = Field(
         default=1.5, gt=0, description="Canary p50 ms/token may be at most this × the live engine's."
     )
+    handoff_reply: str = Field(
+        default="这个问题我需要请人工客服为您处理，请拨打客服热线 {hotline} 或稍候，人工客服会尽快联系您。",
+        min_length=1,
+        description="Said instead of guessing when retrieval confidence is below the engine's threshold.",
+    )
+    handoff_hotline: str = Field(default="400-820-8820", description="Put into {hotline} of the hand-off reply.")
     rollout_poll_seconds: float = Field(default=1.0, gt=0, description="Routing refresh and canary checks.")
 
     def endpoints(self) -> dict[str, str]:
@@ -34,6 +40,9 @@ class Settings(KefuSettings):
             "http": f"http://{self.bind_host}:{self.gateway_port}",
             "grpc": f"{self.bind_host}:{self.gateway_grpc_port}",
         }
+
+    def handoff_text(self) -> str:
+        return self.handoff_reply.replace("{hotline}", self.handoff_hotline)
 
     @property
     def triton_grpc_url(self) -> str:

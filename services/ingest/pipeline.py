@@ -22,6 +22,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
+from libs.common import knowledge, retrieval
+from libs.common.knowledge import KNOWLEDGE_FILE, entry_id_for
 from services.ingest.cleaning import clean_pair, filter_pair
 from services.ingest.dedup import dedup, question_key
 from services.ingest.errors import IngestError
@@ -31,8 +33,8 @@ from services.ingest.sources import QAPair, display_source, extract_pair, resolv
 from services.ingest.split import split_keys
 
 # Bump when cleaning/redaction/dedup rules change, so the same input yields a new dataset id.
-PIPELINE_VERSION = 1
-DATASET_FILES = ("train.jsonl", "eval.jsonl", "card.json")
+PIPELINE_VERSION = 2  # 2: every version also carries its knowledge base
+DATASET_FILES = ("train.jsonl", "eval.jsonl", "card.json", KNOWLEDGE_FILE)
 
 
 class SupportsEncode(Protocol):
@@ -51,7 +53,16 @@ class PreparedDataset:
     def files(self) -> dict[str, bytes]:
         """The exact bytes of each file ``write_dataset`` writes."""
         card = json.dumps(self.card, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
-        return {"train.jsonl": _jsonl(self.train), "eval.jsonl": _jsonl(self.eval), "card.json": card.encode()}
+        return {
+            "train.jsonl": _jsonl(self.train),
+            "eval.jsonl": _jsonl(self.eval),
+            "card.json": card.encode(),
+            KNOWLEDGE_FILE: knowledge.to_jsonl(self.knowledge()),
+        }
+
+    def knowledge(self) -> list[knowledge.Entry]:
+        """The knowledge base of this version: every kept row, train and eval, as an entry with a stable id."""
+        return knowledge.entries_from_rows((p.instruction, p.output) for p in (*self.train, *self.eval))
 
 
 def _jsonl(pairs: Iterable[QAPair]) -> bytes:
@@ -199,7 +210,9 @@ def prepare_dataset(
             "seed": options.split_seed,
         },
         "options": options.public_summary(),
-    }
+        "knowledge": {"file": KNOWLEDGE_FILE, "entries": len({entry_id_for(p.instruction) for p in final}),
+                      "index": retrieval.PARAMS},
+    }  # fmt: skip
     return PreparedDataset(dataset_id, train, eval_, card)
 
 

@@ -14,7 +14,14 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(default=40, ge=1, description="Tiny base, ~45 FAQ rows: 30 epochs 82-93% train EM, 40: 100%.")
+    epochs: float | None = Field(
+        default=None, gt=0, description="Fixed epochs over the (augmented) rows; None: the budget below decides."
+    )
+    # The budget: each FAQ entry is seen ``passes_per_entry`` times (as itself or a rewrite), with a floor for
+    # small FAQs (15 rows x 40 epochs was ~40 optimizer steps: train EM 0.14) and a cap for large ones.
+    passes_per_entry: float = Field(default=40, gt=0)
+    min_examples: int = Field(default=2400, ge=1, description="Floor of rows seen in training, whatever the size.")
+    max_examples: int = Field(default=400_000, ge=1, description="Cap of rows seen in training.")
     batch_size: int = Field(default=8, ge=1)
     grad_accum: int = Field(default=1, ge=1, description="Gradient accumulation steps.")
     lr: float = Field(default=1e-3, gt=0, description="Random init needs ~1e-3; use ~2e-4 for LoRA on real bases.")
@@ -30,13 +37,27 @@ class TrainConfig(BaseModel):
         description="Pack rows padding-free into max_length sequences (TRL BFD); rows never attend to each other.",
     )
     seed: int = 0
+    # Grounding: top-k retrieved entries in every prompt, rows mixed as in services/trainer/grounding.py.
+    grounded: bool = Field(default=True, description="Retrieval-augmented rows (False: the bare question).")
+    retrieval_k: int = Field(default=2, ge=1, le=8, description="Entries put in the prompt, in training and serving.")
+    rewrites_per_row: int = Field(default=2, ge=0, description="Training rewrites of each question (augment.py).")
+    gold_absent: float = Field(default=0.15, ge=0, le=1, description="Share of rows whose references lack the gold.")
+    edited: float = Field(default=0.3, ge=0, le=1, description="Share of rows with an edited gold entry as target.")
+    shuffled: float = Field(default=0.3, ge=0, le=1, description="Share of gold-present rows with shuffled order.")
+    handoff_keep: float = Field(
+        default=0.97, gt=0, le=1, description="Hand-off threshold: keep this share of held-out paraphrases answered."
+    )
+    hotfix_probes: int = Field(default=16, ge=0, description="Edited-reference questions for the hot-fix follow rate.")
+    paraphrase_probes: int = Field(default=64, ge=0, description="Held-out rewrites generated for paraphrase accuracy.")
     # Keep-the-best/early stopping judge checkpoints by the loss on one split, evaluated each epoch. "train": a
     # random-init base can only memorise, and its held-out loss rises from the first epochs (selecting on it keeps a
     # checkpoint that answers nothing). "heldout": the eval split, the right judge for real checkpoints.
     best_model_split: Literal["train", "heldout"] = "train"
-    early_stopping_patience: int | None = Field(default=5, ge=1, description="Epochs without improvement; None=off.")
-    eval_every_epochs: int = Field(
-        default=4, ge=1, description="Judge (and keep the best) every this many epochs; each pass costs ~1/3 epoch."
+    early_stopping_patience: int | None = Field(
+        default=3, ge=1, description="Judgements without improvement before stopping; None=off."
+    )
+    evaluations: int = Field(
+        default=8, ge=1, description="Judge (and keep the best) this many times per run; each pass costs time."
     )
     lora: bool = False
     lora_r: int = Field(default=16, ge=1)

@@ -23,8 +23,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallb
 from trl import SFTConfig, SFTTrainer
 
 from libs.common.artifacts import tree_sha256
+from libs.common.knowledge import load_knowledge
 from libs.common.prompting import chat_template_sha256
-from services.trainer import tracking
+from services.trainer import grounded_eval, tracking
 from services.trainer.config import TrainConfig
 from services.trainer.data import choose_max_length, dataset_id, read_card, read_rows, to_dataset, token_lengths
 from services.trainer.evaluate import evaluate_rows
@@ -83,11 +84,13 @@ def environment() -> dict[str, Any]:
     }
 
 
-def build_sft_config(config: TrainConfig, max_length: int, work: Path, has_eval: bool, tracked: bool) -> SFTConfig:
+def build_sft_config(
+    config: TrainConfig, max_length: int, work: Path, has_eval: bool, tracked: bool, epochs: float
+) -> SFTConfig:
     on_gpu = torch.cuda.is_available()
     return SFTConfig(
         output_dir=str(work / "checkpoints"),
-        num_train_epochs=config.epochs,
+        num_train_epochs=epochs,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
@@ -102,9 +105,9 @@ def build_sft_config(config: TrainConfig, max_length: int, work: Path, has_eval:
         # Padding-free packing: transformers rebuilds per-row causal masks from the restarting position_ids, so
         # this is exact with sdpa/eager attention too, not only with flash-attention's varlen kernels.
         packing=config.packing,
-        # A fraction of all steps: evaluate every eval_every_epochs epochs, however many rows packing made.
+        # A fraction of all steps: judge ``evaluations`` times per run, however many rows packing made.
         eval_strategy="steps" if has_eval else "no",
-        eval_steps=min(1.0, config.eval_every_epochs / config.epochs) if has_eval else None,
+        eval_steps=1.0 / config.evaluations if has_eval else None,
         # Written only when the judged loss improves, not every epoch.
         save_strategy="best" if has_eval else "no",
         save_only_model=True,
@@ -159,12 +162,14 @@ def train_model(
     if not train_rows:
         raise ValueError(f"{dataset_dir}/train.jsonl has no rows")
     ds_id = dataset_id(dataset_dir)
+    prepared = grounded_eval.prepare(train_rows, eval_rows, regression_rows, load_knowledge(dataset_dir), config)
+    served = prepared.splits
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     if not tokenizer.chat_template:
         raise ValueError(f"tokenizer in {base} has no chat template; the prompt format must ship with the model")
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    lengths = token_lengths(tokenizer, train_rows + eval_rows)
+    lengths = token_lengths(tokenizer, prepared.train_set + served["eval"])
     max_length = choose_max_length(
         lengths,
         observed=observed_lengths,
@@ -187,13 +192,20 @@ def train_model(
     try:
         with run_ctx as run:
             if run is not None:
-                params = {**config.model_dump(), "dataset_id": ds_id, "base_model": str(base), "max_length": max_length}
+                params = {
+                    **config.model_dump(),
+                    "dataset_id": ds_id,
+                    "base_model": str(base),
+                    "max_length": max_length,
+                    "budget": {k: v for k, v in prepared.budget.items() if k != "augmentation"},
+                }
                 tags = {"git_sha": env["git_sha"], **{f"lib.{k}": v for k, v in env["libraries"].items()}}
-                tracking.log_inputs(params, read_card(dataset_dir), {**tags, **env["hardware"]})
+                tracking.log_inputs(
+                    params, read_card(dataset_dir), {**tags, **env["hardware"]}, {"budget": prepared.budget}
+                )
             callbacks: list[TrainerCallback] = [_Progress(progress)] if progress else []
             if eval_rows and config.early_stopping_patience:
-                evaluations = -(-config.early_stopping_patience // config.eval_every_epochs)  # patience is in epochs
-                callbacks.append(EarlyStoppingCallback(early_stopping_patience=evaluations))
+                callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
             peft_config = (
                 LoraConfig(
                     r=config.lora_r,
@@ -207,10 +219,12 @@ def train_model(
             )
             trainer = SFTTrainer(
                 model=model,
-                args=build_sft_config(config, max_length, work, bool(eval_rows), tracked),
-                train_dataset=to_dataset(train_rows),
-                # Both splits each epoch: the loss curve shows memorisation vs generalisation, and either can judge.
-                eval_dataset={"heldout": to_dataset(eval_rows), "train": to_dataset(train_rows)} if eval_rows else None,
+                args=build_sft_config(config, max_length, work, bool(eval_rows), tracked, prepared.epochs),
+                train_dataset=to_dataset(prepared.train_set),
+                # Both splits each judgement: the loss curve shows memorisation vs generalisation; either can judge.
+                eval_dataset=(
+                    {"heldout": to_dataset(served["eval"]), "train": to_dataset(served["train"])} if eval_rows else None
+                ),
                 processing_class=tokenizer,
                 peft_config=peft_config,
                 callbacks=callbacks,
@@ -227,10 +241,15 @@ def train_model(
             final = trainer.model.merge_and_unload() if config.lora else trainer.model
             gen = {"max_new_tokens": config.gen_max_new_tokens, "batch_size": config.gen_batch_size}
             samples: dict[str, Any] = {}
-            for split, rows in (("train", train_rows), ("eval", eval_rows), ("regression", regression_rows)):
+            for split, rows in served.items():
                 if rows:
                     scores, samples[split] = evaluate_rows(final, tokenizer, rows, **gen)
                     metrics.update({f"{split}_{k}": v for k, v in scores.items()})
+            grounded_metrics, grounded_samples, retrieval_manifest = grounded_eval.measure(
+                final, tokenizer, prepared, config, **gen
+            )
+            metrics.update(grounded_metrics)
+            samples.update(grounded_samples)
             losses = [h["loss"] for h in history if "loss" in h]
             metrics.update(
                 initial_loss=losses[0],
@@ -255,12 +274,15 @@ def train_model(
                 "chat_template_sha256": template_sha,
                 "max_length": max_length,
                 "config": config.model_dump(),
+                "budget": prepared.budget,
                 "created_at": datetime.now(UTC).isoformat(),
                 "run_id": run.info.run_id if run else None,
                 **env,
             }
             (built / "kefu_model.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), "utf-8")
             (built / "metrics.json").write_text(json.dumps(metrics, indent=2), "utf-8")
+            if retrieval_manifest:
+                (built / grounded_eval.RETRIEVAL_FILE).write_text(json.dumps(retrieval_manifest, indent=2), "utf-8")
             (built / "eval_samples.json").write_text(json.dumps(samples, ensure_ascii=False, indent=1), "utf-8")
 
             registered, champion = None, False

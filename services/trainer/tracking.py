@@ -26,11 +26,16 @@ def start_run(tracking_uri: str, artifact_root: Path, experiment_name: str, run_
     return mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
 
 
-def log_inputs(params: dict[str, Any], card: dict[str, Any], tags: dict[str, str]) -> None:
+def log_inputs(
+    params: dict[str, Any], card: dict[str, Any], tags: dict[str, str], documents: dict[str, Any] | None = None
+) -> None:
+    """Params, tags, the dataset card, and ``documents`` (name → JSON-able, e.g. the augmentation rules) as files."""
     # Prefixed so they never collide with the TrainingArguments that TRL's MLflow callback logs under the same names.
     mlflow.log_params({f"kefu.{k}": v for k, v in params.items()})
     mlflow.set_tags(tags)
     mlflow.log_dict(card, "dataset/card.json")
+    for name, document in (documents or {}).items():
+        mlflow.log_dict(document, f"training/{name}.json")
 
 
 def loss_figure(log_history: list[dict[str, Any]]) -> Figure:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from libs.common.knowledge import entry_id_for, read_entries
 from services.ingest.errors import IngestError
 from services.ingest.options import IngestOptions
 from services.ingest.pipeline import PreparedDataset, count_tokens, length_stats, prepare_dataset, write_dataset
@@ -177,13 +178,20 @@ def test_sensitive_rows_can_be_dropped() -> None:
     assert dropped.card["dropped"] == {"sensitive_word": 1} and dropped.card["counts"]["kept"] == 1
 
 
-def test_write_dataset_writes_the_three_files(fixtures: Path, tmp_path: Path) -> None:
+def test_write_dataset_writes_the_dataset_files(fixtures: Path, tmp_path: Path) -> None:
     prepared = prepare(fixtures / "faq_pii.jsonl")
     out = tmp_path / "a" / "b" / "ds"
     assert write_dataset(prepared, out) == prepared.dataset_id
-    assert sorted(p.name for p in out.iterdir()) == ["card.json", "eval.jsonl", "train.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["card.json", "eval.jsonl", "knowledge.jsonl", "train.jsonl"]
     card = json.loads((out / "card.json").read_text(encoding="utf-8"))
     assert card["dataset_id"] == prepared.dataset_id and card["counts"]["kept"] == 9
+    # The knowledge base: every kept row (train AND eval), each with the id its question gives it.
+    kb = read_entries(out / "knowledge.jsonl")
+    rows = [*prepared.train, *prepared.eval]
+    assert len(kb) == card["knowledge"]["entries"] == 9
+    assert [e.entry_id for e in kb] == [entry_id_for(p.instruction) for p in rows]
+    assert [e.answer for e in kb] == [p.output for p in rows]
+    assert card["knowledge"]["index"]["k1"] == 1.2
     assert [p.name for p in out.parent.iterdir()] == ["ds"]  # no temp dir left behind
 
 

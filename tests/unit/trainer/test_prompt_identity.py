@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from libs.common.prompting import SYSTEM_PROMPT, chat_template_sha256, render_prompt, to_messages
+from libs.common.prompting import SYSTEM_PROMPT, chat_template_sha256, grounded_context, render_prompt, to_messages
 from services.trainer.config import TrainConfig
 from services.trainer.data import FaqRow, read_rows, to_dataset
 from services.trainer.sft import build_sft_config
@@ -19,6 +19,13 @@ def test_messages_are_system_then_user() -> None:
     assert to_messages("怎么退款？", "订单号 A-1")[1]["content"] == "怎么退款？\n订单号 A-1"
 
 
+def test_references_follow_the_question_numbered_in_rank_order() -> None:
+    context = grounded_context("订单号 A-1", [("如何退款？", " 在订单页申请。 "), ("发票？", "费用中心。")])
+    assert context == "订单号 A-1\n参考资料：\n[1] 如何退款？ 在订单页申请。\n[2] 发票？ 费用中心。"
+    assert grounded_context("", []) == "" and grounded_context("", [("q", "a")]) == "参考资料：\n[1] q a"
+    assert to_messages("退款咋弄", context)[1]["content"] == "退款咋弄\n" + context
+
+
 def test_prompting_does_not_import_torch() -> None:
     import subprocess
     import sys
@@ -31,10 +38,16 @@ def test_trained_prompt_is_the_served_prompt(base_dir: Path, tokenizer, tmp_path
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTTrainer
 
-    rows = [*read_rows(FIXTURE_DATASET / "train.jsonl")[:6], FaqRow("订单能改地址吗？", "订单号 A-1  ", "可以。")]
+    refs = [("如何申请退款？", "在「订单」页点击「申请退款」。"), ("发票怎么开？", "在「费用中心」申请。")]
+    rows = [
+        *read_rows(FIXTURE_DATASET / "train.jsonl")[:6],
+        FaqRow("订单能改地址吗？", "订单号 A-1  ", "可以。"),
+        # A retrieval-augmented row, exactly as the gateway sends it (question + grounded_context to Triton).
+        FaqRow("退款咋弄", grounded_context("", refs), "在「订单」页点击「申请退款」。"),
+    ]
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(base_dir),
-        args=build_sft_config(TrainConfig(packing=False), 128, tmp_path, has_eval=False, tracked=False),
+        args=build_sft_config(TrainConfig(packing=False), 256, tmp_path, has_eval=False, tracked=False, epochs=1),
         train_dataset=to_dataset(rows),
         processing_class=tokenizer,
     )
@@ -60,7 +73,7 @@ def test_packing_keeps_every_row_whole_and_masks_only_prompts(base_dir: Path, to
     assert TrainConfig().packing
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(base_dir),
-        args=build_sft_config(TrainConfig(), 128, tmp_path, has_eval=False, tracked=False),
+        args=build_sft_config(TrainConfig(), 128, tmp_path, has_eval=False, tracked=False, epochs=1),
         train_dataset=to_dataset(rows),
         processing_class=tokenizer,
     )

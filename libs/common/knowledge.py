@@ -1,0 +1,95 @@
+"""The FAQ knowledge base: entries with stable ids, versioned with each dataset, changed live by approved corrections.
+
+A dataset version's ``knowledge.jsonl`` holds every cleaned Q-A row (train and eval) as an entry. An entry's id is
+derived from its normalized question, so the same question keeps its id across versions: a correction that
+REPLACES an entry's answer keeps the id, and the next dataset version (which carries the corrected row) agrees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+KNOWLEDGE_FILE = "knowledge.jsonl"
+_NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
+
+Action = Literal["add", "replace", "retire"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    entry_id: str
+    question: str
+    answer: str
+
+
+def entry_id_for(question: str) -> str:
+    """Stable id of the entry a question heads: case, width, spaces and punctuation do not change it."""
+    key = _NOISE.sub("", unicodedata.normalize("NFKC", question).lower())
+    return "kb-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
+
+
+def entry(question: str, answer: str) -> Entry:
+    return Entry(entry_id_for(question), question.strip(), answer.strip())
+
+
+def entries_from_rows(rows: Iterable[tuple[str, str]]) -> list[Entry]:
+    """Entries from (question, answer) rows; a later row with the same entry id wins."""
+    found: dict[str, Entry] = {}
+    for question, answer in rows:
+        e = entry(question, answer)
+        found.pop(e.entry_id, None)
+        found[e.entry_id] = e
+    return list(found.values())
+
+
+def to_jsonl(entries: Sequence[Entry]) -> bytes:
+    return "".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in entries).encode("utf-8")
+
+
+def read_entries(path: Path) -> list[Entry]:
+    """Entries of a ``knowledge.jsonl``; a line without id/question/answer is an error naming it."""
+    out = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        obj = json.loads(line)
+        if not (obj.get("entry_id") and obj.get("question") and obj.get("answer")):
+            raise ValueError(f"{path}:{n}: a knowledge entry needs 'entry_id', 'question' and 'answer'")
+        out.append(Entry(obj["entry_id"], obj["question"], obj["answer"]))
+    return out
+
+
+def apply_update(entries: Sequence[Entry], action: Action, changed: Entry) -> list[Entry]:
+    """The entries after one live change: add/replace put ``changed`` in (at its old place if it had one),
+    retire removes it."""
+    out = [e for e in entries if e.entry_id != changed.entry_id]
+    if action == "retire":
+        return out
+    for i, e in enumerate(entries):
+        if e.entry_id == changed.entry_id:
+            return [*out[:i], changed, *out[i:]]
+    return [*out, changed]
+
+
+def load_knowledge(dataset_dir: Path) -> list[Entry]:
+    """A dataset version's knowledge base; versions written before it existed derive it from train + eval."""
+    dataset_dir = Path(dataset_dir)
+    if (dataset_dir / KNOWLEDGE_FILE).is_file():
+        return read_entries(dataset_dir / KNOWLEDGE_FILE)
+    rows = []
+    for name in ("train.jsonl", "eval.jsonl"):
+        path = dataset_dir / name
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    obj = json.loads(line)
+                    if obj.get("instruction") and obj.get("output"):
+                        rows.append((obj["instruction"], obj["output"]))
+    return entries_from_rows(rows)

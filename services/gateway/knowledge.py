@@ -1,0 +1,113 @@
+"""The knowledge each engine answers from: its dataset's knowledge base plus every approved live update.
+
+An engine is served with the retrieval settings it was trained and gated with (``retrieval`` in its manifest: k and
+the hand-off threshold), over the knowledge base of ITS dataset version — canary and live may differ. Approved
+corrections (``knowledge_updates``, written by feedback) are applied on top, in order, to every engine's base: the
+``knowledge.updated`` event wakes ``refresh`` at once, and the routing loop calls it every second as a backstop, so
+a correction is served within about a second of approval, before any retraining.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from libs.common.artifacts import ENGINE_META, ArtifactStore
+from libs.common.knowledge import Entry, apply_update, load_knowledge
+from libs.common.retrieval import Retrieval, Retriever
+from libs.common.tables import Engine, KnowledgeUpdate
+from services.gateway.routing import Target
+
+log = logging.getLogger("kefu.gateway.knowledge")
+
+
+@dataclass(frozen=True)
+class Grounding:
+    retriever: Retriever
+    k: int
+    threshold: float | None  # None: the engine was trained without references: no retrieval, no hand-off
+
+    def search(self, question: str) -> Retrieval | None:
+        return self.retriever.search(question, self.k) if self.threshold is not None else None
+
+
+class Knowledge:
+    def __init__(self, sessions: async_sessionmaker, artifacts: ArtifactStore) -> None:
+        self.sessions, self.artifacts = sessions, artifacts
+        self._manifests: dict[str, tuple[str, dict[str, Any] | None]] = {}  # engine → (dataset, retrieval)
+        self._grounding: dict[str, Grounding] = {}
+        self._updates: list[tuple[str, Entry]] = []
+        self.last_update_id = 0
+        self._lock = asyncio.Lock()
+
+    async def for_target(self, target: Target) -> Grounding:
+        found = self._grounding.get(target.engine_id)
+        if found is not None:
+            return found
+        async with self._lock:
+            if target.engine_id not in self._grounding:
+                await self._load_updates()
+                retrieval = await engine_retrieval(self.sessions, self.artifacts, target.engine_id)
+                self._manifests[target.engine_id] = (target.dataset_id, retrieval)
+                self._grounding[target.engine_id] = await asyncio.to_thread(self._build, target.engine_id)
+            return self._grounding[target.engine_id]
+
+    async def refresh(self) -> int:
+        """Apply approved updates newer than the last seen; returns how many. Cheap when there are none."""
+        async with self._lock:
+            new = await self._load_updates()
+            if new:
+                rebuilt = {engine: await asyncio.to_thread(self._build, engine) for engine in list(self._grounding)}
+                self._grounding.update(rebuilt)
+                log.info("applied %d knowledge update(s) to %d engine(s)", new, len(rebuilt))
+            return new
+
+    async def run(self, poll_seconds: float) -> None:
+        """Forever: pick up updates whose event this replica missed (down, or the broker was)."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("knowledge refresh failed; serving the last knowledge")
+            await asyncio.sleep(poll_seconds)
+
+    async def _load_updates(self) -> int:
+        async with self.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(KnowledgeUpdate).where(KnowledgeUpdate.id > self.last_update_id).order_by(KnowledgeUpdate.id)
+                )
+            ).all()
+        for row in rows:
+            self._updates.append((row.action, Entry(row.entry_id, row.question, row.answer)))
+            self.last_update_id = row.id
+        return len(rows)
+
+    def _build(self, engine_id: str) -> Grounding:
+        dataset_id, retrieval = self._manifests[engine_id]
+        entries = load_knowledge(self.artifacts.path("datasets", dataset_id))
+        for action, changed in self._updates:
+            entries = apply_update(entries, action, changed)  # type: ignore[arg-type]
+        if retrieval is None:
+            return Grounding(Retriever(entries), 0, None)
+        return Grounding(Retriever(entries), int(retrieval["k"]), float(retrieval["handoff_threshold"]))
+
+
+async def engine_retrieval(sessions: async_sessionmaker, artifacts: ArtifactStore, engine_id: str) -> dict | None:
+    """The ``retrieval`` section of an engine's manifest (None: ungrounded engine or manifest not readable)."""
+    async with sessions() as session:
+        uri = await session.scalar(select(Engine.uri).where(Engine.engine_id == engine_id))
+    if uri is None:
+        return None
+    try:
+        meta = json.loads((artifacts.resolve_uri(uri) / ENGINE_META).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        log.warning("engine %s: cannot read its manifest (%s); serving it without retrieval", engine_id, exc)
+        return None
+    return meta.get("retrieval")

@@ -1,0 +1,142 @@
+"""Retrieval-augmented training rows and the measures of grounded answering (pure: no torch).
+
+Every training row's prompt carries the top-k entries retrieved for its question, through the one prompt builder
+(``libs.common.prompting``) the gateway also uses. Rows come in three kinds (RAFT-style):
+- gold present (most): the row's own entry is among the references, in rank order or shuffled;
+- gold absent: only other entries — the model still answers from what it learnt, so a retrieval miss is not fatal;
+- edited: the gold entry's answer is changed (a figure, an added sentence, or a whole other answer) and the TARGET
+  is the edited text, so the model learns that the references win over what it memorised — which is what makes
+  live corrections work. Small edits alone teach little: most of the text is still predictable from memory, so
+  half the edits swap in another entry's answer, which only copying from the references can produce.
+Questions are the FAQ's own plus training rewrites (``augment``); answers are never rewritten except in edited rows.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from libs.common.knowledge import Entry, entry_id_for
+from libs.common.prompting import grounded_context
+from libs.common.retrieval import Retriever
+from services.trainer import augment
+from services.trainer.data import FaqRow
+
+_DIGIT = re.compile(r"\d")
+ADDED_SENTENCES = ("具体以页面显示为准。", "如有疑问可联系人工客服。", "该规则自本月起执行。", "节假日顺延。")
+
+#: Questions no FAQ of a cloud company answers; hand-off recall is measured on them (the test suite has its own).
+OUT_OF_SCOPE_PROBES = (
+    "今天天气怎么样？", "推荐一部好看的电影", "你会写诗吗", "附近有什么好吃的餐厅", "帮我订一张去上海的机票",
+    "股票明天会涨吗", "你是男的还是女的", "怎么做红烧肉", "世界杯冠军是谁", "给我讲个笑话",
+    "我家猫不吃东西怎么办", "考研英语怎么复习", "iPhone 电池怎么保养", "孩子发烧了该吃什么药", "高铁可以带宠物吗",
+    "how do I bake bread", "离婚财产怎么分", "周末去哪里玩比较好", "翻译一下 good morning", "你们老板叫什么名字",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Mix:
+    k: int = 2
+    rewrites_per_row: int = 2
+    gold_absent: float = 0.15
+    edited: float = 0.15
+    shuffled: float = 0.3
+
+
+def references(hits: Sequence[Entry]) -> list[tuple[str, str]]:
+    return [(e.question, e.answer) for e in hits]
+
+
+def edit_answer(answer: str, rng: random.Random) -> str:
+    """A plausible change an agent might approve: one figure changed, or a sentence added."""
+    digits = [m.start() for m in _DIGIT.finditer(answer)]
+    if digits and rng.random() < 0.6:
+        i = rng.choice(digits)
+        new = rng.choice([d for d in "0123456789" if d != answer[i]])
+        return answer[:i] + new + answer[i + 1 :]
+    return answer + rng.choice(ADDED_SENTENCES)
+
+
+def _context(hits: list[Entry], gold: Entry | None, k: int, present: bool, rng: random.Random, mix: Mix) -> list[Entry]:
+    others = [h for h in hits if gold is None or h.entry_id != gold.entry_id]
+    if not present or gold is None:
+        return others[:k]
+    ranked = [h if h.entry_id != gold.entry_id else gold for h in hits[:k]]
+    if all(h.entry_id != gold.entry_id for h in ranked):
+        ranked = [*others[: k - 1], gold]
+    if rng.random() < mix.shuffled:
+        rng.shuffle(ranked)
+    return ranked
+
+
+def training_rows(rows: Sequence[FaqRow], retriever: Retriever, mix: Mix, seed: int) -> list[FaqRow]:
+    """The grounded training set: each row's question and rewrites, each with references and its target."""
+    rng = random.Random(seed)
+    by_id = {e.entry_id: e for e in retriever.entries}
+    out: list[FaqRow] = []
+    for row in rows:
+        gold = by_id.get(entry_id_for(row.instruction))
+        for question in [row.instruction, *augment.variants(row.instruction, mix.rewrites_per_row, rng)]:
+            hits = [h.entry for h in retriever.search(question, mix.k + 1).hits]
+            roll = rng.random()
+            target = row.output
+            if roll < mix.gold_absent:
+                refs = _context(hits, gold, mix.k, False, rng, mix)
+            elif roll < mix.gold_absent + mix.edited and gold is not None:
+                swap = rng.choice(retriever.entries).answer if rng.random() < 0.5 else gold.answer
+                target = edit_answer(gold.answer, rng) if swap == gold.answer else swap
+                edited = Entry(gold.entry_id, gold.question, target)
+                refs = _context(hits, edited, mix.k, True, rng, mix)
+            else:
+                refs = _context(hits, gold, mix.k, True, rng, mix)
+            out.append(FaqRow(question, grounded_context(row.input, references(refs)), target))
+    rng.shuffle(out)
+    return out
+
+
+def serving_row(question: str, row_input: str, answer: str, retriever: Retriever, k: int) -> FaqRow:
+    """A row exactly as the gateway would prompt it: the question verbatim, references in rank order."""
+    hits = [h.entry for h in retriever.search(question, k).hits]
+    return FaqRow(question, grounded_context(row_input, references(hits)), answer)
+
+
+def heldout_questions(rows: Sequence[FaqRow], seed: int) -> list[tuple[str, FaqRow]]:
+    """(rewritten question, original row) with the held-out rules; questions the rules cannot change are skipped."""
+    rng = random.Random(seed + 7919)
+    out = []
+    for row in rows:
+        q = augment.heldout_variant(row.instruction, rng)
+        if q != row.instruction:
+            out.append((q, row))
+    return out
+
+
+def recall_at_k(pairs: Sequence[tuple[str, FaqRow]], retriever: Retriever, k: int) -> float:
+    if not pairs:
+        return 0.0
+    found = 0
+    for question, row in pairs:
+        ids = {h.entry.entry_id for h in retriever.search(question, k).hits}
+        found += entry_id_for(row.instruction) in ids
+    return found / len(pairs)
+
+
+def hotfix_rows(rows: Sequence[FaqRow], retriever: Retriever, k: int, seed: int, limit: int) -> list[FaqRow]:
+    """Verbatim questions whose gold entry was edited in the references (seeded differently from training): the
+    edited text is the expected answer."""
+    rng = random.Random(seed + 104729)
+    by_id = {e.entry_id: e for e in retriever.entries}
+    out = []
+    for row in rng.sample(list(rows), min(limit, len(rows))):
+        gold = by_id.get(entry_id_for(row.instruction))
+        if gold is None:
+            continue
+        edited = Entry(gold.entry_id, gold.question, edit_answer(gold.answer, rng))
+        hits = [h.entry for h in retriever.search(row.instruction, k).hits]
+        refs = [edited if h.entry_id == gold.entry_id else h for h in hits]
+        if edited not in refs:
+            refs = [*refs[: k - 1], edited]
+        out.append(FaqRow(row.instruction, grounded_context(row.input, references(refs)), edited.answer))
+    return out

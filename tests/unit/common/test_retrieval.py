@@ -1,0 +1,104 @@
+"""Knowledge base and retrieval: stable ids, live updates, and what BM25 over character n-grams finds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from libs.common.knowledge import (
+    Entry,
+    apply_update,
+    entries_from_rows,
+    entry_id_for,
+    load_knowledge,
+    read_entries,
+    to_jsonl,
+)
+from libs.common.retrieval import Retriever, calibrate_threshold, tokens
+
+SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample" / "cloudmax_faq.jsonl"
+
+
+@pytest.fixture(scope="module")
+def sample() -> Retriever:
+    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return Retriever(entries_from_rows((r["question"], r["answer"]) for r in rows))
+
+
+def test_entry_ids_ignore_case_width_space_and_punctuation() -> None:
+    assert entry_id_for("如何开发票？") == entry_id_for(" 如何开发票? ") == entry_id_for("如何开发票")
+    assert entry_id_for("API Key 在哪？") == entry_id_for("api key在哪")
+    assert entry_id_for("如何开发票？") != entry_id_for("如何退款？")
+
+
+def test_a_later_row_with_the_same_question_wins_and_the_file_round_trips(tmp_path: Path) -> None:
+    entries = entries_from_rows([("如何退款？", "旧"), ("发票？", "费用中心"), ("如何退款?", "新")])
+    assert [(e.question, e.answer) for e in entries] == [("发票？", "费用中心"), ("如何退款?", "新")]
+    (tmp_path / "knowledge.jsonl").write_bytes(to_jsonl(entries))
+    assert read_entries(tmp_path / "knowledge.jsonl") == entries == load_knowledge(tmp_path)
+
+
+def test_a_version_without_knowledge_file_derives_it_from_its_rows(tmp_path: Path) -> None:
+    (tmp_path / "train.jsonl").write_text(json.dumps({"instruction": "q1", "output": "a1"}) + "\n", "utf-8")
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"instruction": "q2", "input": "", "output": "a2"}) + "\n", "utf-8")
+    assert [(e.question, e.answer) for e in load_knowledge(tmp_path)] == [("q1", "a1"), ("q2", "a2")]
+
+
+def test_a_broken_knowledge_line_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "knowledge.jsonl"
+    path.write_text('{"entry_id": "kb-1", "question": "q"}\n', "utf-8")
+    with pytest.raises(ValueError, match=r"knowledge.jsonl:1: .*'answer'"):
+        read_entries(path)
+
+
+def test_updates_replace_in_place_add_at_the_end_and_retire() -> None:
+    a, b = Entry("kb-a", "qa", "aa"), Entry("kb-b", "qb", "ab")
+    replaced = apply_update([a, b], "replace", Entry("kb-a", "qa", "new"))
+    assert replaced == [Entry("kb-a", "qa", "new"), b]
+    assert apply_update([a, b], "add", Entry("kb-c", "qc", "ac"))[-1].entry_id == "kb-c"
+    assert apply_update([a, b], "retire", a) == [b]
+
+
+def test_tokens_are_cjk_unigrams_bigrams_and_ascii_words() -> None:
+    assert tokens("API Key在哪？") == ["api", "key", "在", "哪", "apikey", "key在", "在哪"]
+    assert tokens("？！。") == []
+
+
+def test_the_faq_question_itself_is_found_first_with_full_confidence(sample: Retriever) -> None:
+    for entry in sample.entries:
+        found = sample.search(entry.question, 3)
+        assert found.hits[0].entry.entry_id == entry.entry_id
+        assert found.confidence == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("question", "faq_question"),
+    [
+        ("登录密码忘了，该怎么找回？", "忘记登录密码怎么办？"),
+        ("请问CloudMax的账号要怎么注册", "如何注册CloudMax账号？"),
+    ],
+)
+def test_reworded_questions_find_their_entry(sample: Retriever, question: str, faq_question: str) -> None:
+    found = sample.search(question, 2)
+    assert faq_question in [h.entry.question for h in found.hits]
+
+
+def test_an_unrelated_question_has_low_confidence(sample: Retriever) -> None:
+    related = sample.search("登录密码忘了，该怎么找回？", 2).confidence
+    unrelated = sample.search("今天上海天气怎么样，会下雨吗", 2).confidence
+    assert unrelated < 0.3 < related
+    assert sample.search("？？？", 2).hits == [] and sample.search("？？？", 2).confidence == 0.0
+
+
+def test_an_empty_base_finds_nothing() -> None:
+    assert Retriever([]).search("如何退款", 3).hits == []
+
+
+def test_threshold_keeps_the_asked_share_answered() -> None:
+    confidences = [i / 100 for i in range(1, 101)]
+    threshold = calibrate_threshold(confidences, keep=0.95)
+    assert sum(c >= threshold for c in confidences) / len(confidences) >= 0.95
+    assert calibrate_threshold([0.0, 0.01], keep=1.0) == 0.05  # the floor
+    assert calibrate_threshold([], keep=0.9) == 0.05
