@@ -81,6 +81,10 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: one JSON object of results.")] = False,
     kafka_port: Annotated[int, typer.Option(help="Port of the embedded broker.")] = 19092,
     home: Annotated[Path | None, typer.Option(help="State root (default: a fresh folder under $KEFU_HOME).")] = None,
+    questions: Annotated[
+        list[Path] | None,
+        typer.Option(help="Question sets to ask once the engine is live (default: the sample's own set)."),
+    ] = None,
 ) -> None:
     """Run the whole loop on the embedded stack with the bundled sample, timed, and print a summary."""
     import time
@@ -88,7 +92,7 @@ def demo(
     from kefu.demo import print_summary, run_demo
 
     root = home or _settings().home / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    summary = asyncio.run(run_demo(root, kafka_port, say=lambda s: print(s, flush=True)))
+    summary = asyncio.run(run_demo(root, kafka_port, say=lambda s: print(s, flush=True), question_sets=questions))
     print_summary(summary, say=print)
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))

@@ -17,12 +17,16 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaConsumer
 
+from kefu.questions import ask_all, read_questions, score
 from kefu.registry import service_names, service_settings
 from kefu.stack import Stack
 from libs.common.events import Topic
 from libs.common.settings import KefuSettings
 
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "cloudmax_faq.jsonl"
+#: The demo's own questions: the sample's entries in customers' words, and questions it does not answer.
+SAMPLE_QUESTIONS = SAMPLE.with_name("cloudmax_questions.jsonl")
+LIVE_FIX_TIMEOUT_S = 20
 STAGE_TIMEOUT_S = 600
 #: Demo pace: a new engine is promoted after a few seconds of canary, and an agent's correction is approved and
 #: released at once. Production defaults are slower and stricter (see the README's configuration table).
@@ -65,7 +69,7 @@ class EventLog:
         return found()  # type: ignore[return-value]
 
 
-async def run_demo(home: Path, kafka_port: int, say) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+async def run_demo(home: Path, kafka_port: int, say, question_sets: list[Path] | None = None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     # The demo process reads the same settings as the services it starts (ports, DB): one KEFU_HOME for all.
     os.environ["KEFU_HOME"] = str(home)
     for key, value in DEMO_ENV.items():
@@ -77,14 +81,14 @@ async def run_demo(home: Path, kafka_port: int, say) -> dict[str, Any]:  # type:
         await stack.wait_healthy(timeout=120)
         follower = asyncio.create_task(events.follow(stack.bootstrap))
         try:
-            summary.update(await _pipeline(events, say))
+            summary.update(await _pipeline(events, say, question_sets or [SAMPLE_QUESTIONS]))
         finally:
             follower.cancel()
             await asyncio.gather(follower, return_exceptions=True)
     return summary
 
 
-async def _pipeline(events: EventLog, say) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+async def _pipeline(events: EventLog, say, question_sets: list[Path]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     out: dict[str, Any] = {"stages": []}
     ingest_url = service_settings("ingest").endpoints()["http"]
     async with httpx.AsyncClient(timeout=120) as client:
@@ -134,6 +138,7 @@ async def _pipeline(events: EventLog, say) -> dict[str, Any]:  # type: ignore[no
     say(f"demo: engine {out['engine_id']} live after {out['pipeline_seconds']}s (dataset.ready → deployment.live)")
     keys = await _keys(("app", "agent"))
     out["answers"] = [await _ask(q, keys["app"], say) for q in _sample_questions()]
+    out.update(await _question_sets(question_sets, keys["app"], say))
     if "feedback" not in service_names():
         out["missing"] = ["feedback"]
         return out
@@ -158,6 +163,11 @@ async def _feedback_loop(events: EventLog, out: dict[str, Any], keys: dict[str, 
         )
     resp.raise_for_status()
     say(f"demo: agent flagged answer {flagged['answer_id']} with a correction (flag {resp.json().get('flag_id')})")
+    live = await _until_served(flagged["question"], correction, keys["app"], started)
+    if live is None:
+        say(f"demo: the engine did not yet answer with the correction {LIVE_FIX_TIMEOUT_S}s after approval")
+    else:
+        say(f"demo: approved correction served by the live engine {live:.1f}s after approval (no retraining)")
     _, _, ds = await events.wait_for({Topic.DATASET_READY.value}, {"parent_dataset_id": out["dataset_id"]})
     say(f"demo: correction released as dataset {ds['dataset_id']} (parent {out['dataset_id']})")
     _, topic, model = await events.wait_for(
@@ -172,6 +182,7 @@ async def _feedback_loop(events: EventLog, out: dict[str, Any], keys: dict[str, 
     say(f"demo: corrected engine {engine['engine_id']} promoted to 100% after {at - started:.1f}s")
     again = await _ask(flagged["question"], keys["app"], say)
     return {
+        "live_fix_seconds": round(live, 1) if live is not None else None,
         "feedback_seconds": round(at - started, 1),
         "feedback_dataset_id": ds["dataset_id"],
         "feedback_engine_id": engine["engine_id"],
@@ -217,6 +228,40 @@ async def _ask(question: str, key: str, say) -> dict[str, str]:  # type: ignore[
     return {"question": question, "answer": text, "answer_id": answer_id}
 
 
+async def _question_sets(paths: list[Path], key: str, say) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Ask each question set through the gateway; the first set's figures go to the summary's top level."""
+    http = service_settings("gateway").endpoints()["http"] + "/v1"
+    model = service_settings("gateway").triton_model_name
+    results: dict[str, Any] = {}
+    for path in paths:
+        questions = read_questions(path)
+        results[path.name] = score(questions, await ask_all(http, key, model, questions))
+        r = results[path.name]
+        say(
+            f"demo: {path.name}: {r['in_scope']} in-scope answered right {r['paraphrase_accuracy']}, handed off "
+            f"{r['handoff_in_scope']}; {r['out_of_scope']} out-of-scope handed off {r['handoff_out_of_scope']}"
+        )
+    first = results[paths[0].name] if paths else {}
+    return {
+        "question_sets": results,
+        **{k: first.get(k) for k in ("paraphrase_accuracy", "handoff_in_scope", "handoff_out_of_scope")},
+    }
+
+
+async def _until_served(question: str, expected: str, key: str, since: float) -> float | None:
+    """Seconds from ``since`` until the gateway answers ``question`` with ``expected`` (None: not within the limit)."""
+    from services.ingest.cleaning import normalize_text
+
+    http = service_settings("gateway").endpoints()["http"] + "/v1"
+    model = service_settings("gateway").triton_model_name
+    while time.monotonic() - since < LIVE_FIX_TIMEOUT_S:
+        (answer,) = await ask_all(http, key, model, [{"question": question}])
+        if normalize_text(answer["answer"]) == normalize_text(expected):
+            return time.monotonic() - since
+        await asyncio.sleep(0.25)
+    return None
+
+
 def _sample_questions(n: int = 3) -> list[str]:
     rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [rows[i]["question"] for i in range(0, len(rows), max(1, len(rows) // n))][:n]
@@ -231,6 +276,10 @@ def print_summary(summary: dict[str, Any], say) -> None:  # type: ignore[no-unty
         ("train exact match", summary.get("train_exact_match", "-")),
         ("engine vs trained model agreement", summary.get("agreement", "-")),
         ("eval exact match (unseen questions)", summary.get("eval_exact_match", "-")),
+        ("paraphrases answered right (demo questions)", summary.get("paraphrase_accuracy", "-")),
+        ("in-scope handed to a human", summary.get("handoff_in_scope", "-")),
+        ("out-of-scope handed to a human", summary.get("handoff_out_of_scope", "-")),
+        ("approval → correction served (no retraining), s", summary.get("live_fix_seconds", "-")),
         ("pipeline seconds (dataset.ready → deployment.live)", summary.get("pipeline_seconds", "-")),
         ("feedback seconds (flag → corrected engine live)", summary.get("feedback_seconds", "-")),
         ("corrected answer learned", summary.get("feedback_fixed", "-")),

@@ -147,12 +147,18 @@ class Retriever:
         return found / sum(weights.values())
 
 
-def calibrate_threshold(in_scope: Sequence[float], *, keep: float = 0.97, floor: float = 0.05) -> float:
-    """Confidence threshold that keeps ``keep`` of in-scope questions answered (the rest hand off).
+def calibrate_threshold(
+    in_scope: Sequence[float], out_of_scope: Sequence[float], *, keep: float = 0.97, balance: float = 0.5
+) -> float:
+    """Confidence threshold between what the base answers and what it does not.
 
-    ``in_scope``: confidences of held-out paraphrases of the base's own questions. The threshold is their
-    (1-keep) quantile, never below ``floor`` (a question sharing nothing with any entry always hands off).
+    ``in_scope``: confidences of held-out rewrites of the base's own questions; their (1-keep) quantile is the
+    highest sensible threshold (rewrites by rule stay closer to the FAQ wording than customers do, so it is an
+    upper bound). ``out_of_scope``: confidences of questions no FAQ answers; their 90th percentile is the lowest
+    sensible one. The threshold lies ``balance`` of the way from the lower to the upper (0: hand off least).
     """
-    if not in_scope:
-        return floor
-    return max(floor, float(np.quantile(np.asarray(in_scope, dtype=float), 1 - keep)))
+    upper = float(np.quantile(np.asarray(in_scope, dtype=float), 1 - keep)) if in_scope else 0.5
+    lower = float(np.quantile(np.asarray(out_of_scope, dtype=float), 0.9)) if out_of_scope else 0.0
+    if upper <= lower:  # the two overlap: answer what rewrites of the FAQ reach
+        return max(0.0, upper)
+    return lower + balance * (upper - lower)

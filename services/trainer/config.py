@@ -19,7 +19,7 @@ class TrainConfig(BaseModel):
     )
     # The budget: each FAQ entry is seen ``passes_per_entry`` times (as itself or a rewrite), with a floor for
     # small FAQs (15 rows x 40 epochs was ~40 optimizer steps: train EM 0.14) and a cap for large ones.
-    passes_per_entry: float = Field(default=40, gt=0)
+    passes_per_entry: float = Field(default=30, gt=0)
     min_examples: int = Field(default=2400, ge=1, description="Floor of rows seen in training, whatever the size.")
     max_examples: int = Field(default=400_000, ge=1, description="Cap of rows seen in training.")
     batch_size: int = Field(default=8, ge=1)
@@ -42,10 +42,13 @@ class TrainConfig(BaseModel):
     retrieval_k: int = Field(default=2, ge=1, le=8, description="Entries put in the prompt, in training and serving.")
     rewrites_per_row: int = Field(default=2, ge=0, description="Training rewrites of each question (augment.py).")
     gold_absent: float = Field(default=0.15, ge=0, le=1, description="Share of rows whose references lack the gold.")
-    edited: float = Field(default=0.3, ge=0, le=1, description="Share of rows with an edited gold entry as target.")
+    edited: float = Field(default=0.1, ge=0, le=1, description="Share of rows with an edited gold entry as target.")
     shuffled: float = Field(default=0.3, ge=0, le=1, description="Share of gold-present rows with shuffled order.")
     handoff_keep: float = Field(
         default=0.97, gt=0, le=1, description="Hand-off threshold: keep this share of held-out paraphrases answered."
+    )
+    handoff_balance: float = Field(
+        default=0.3, ge=0, le=1, description="Threshold between out-of-scope probes (0) and held-out rewrites (1)."
     )
     hotfix_probes: int = Field(default=16, ge=0, description="Edited-reference questions for the hot-fix follow rate.")
     paraphrase_probes: int = Field(default=64, ge=0, description="Held-out rewrites generated for paraphrase accuracy.")
@@ -57,7 +60,7 @@ class TrainConfig(BaseModel):
         default=3, ge=1, description="Judgements without improvement before stopping; None=off."
     )
     evaluations: int = Field(
-        default=8, ge=1, description="Judge (and keep the best) this many times per run; each pass costs time."
+        default=4, ge=1, description="Judge (and keep the best) this many times per run; each pass costs time."
     )
     lora: bool = False
     lora_r: int = Field(default=16, ge=1)

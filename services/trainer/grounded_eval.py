@@ -87,8 +87,10 @@ def measure(
     base_rows = [*prepared.originals["train"], *prepared.originals["eval"]]
     heldout = grounding.heldout_questions(base_rows, config.seed)
     conf = {q: retriever.search(q, k).confidence for q, _ in heldout}
-    threshold = calibrate_threshold(list(conf.values()), keep=config.handoff_keep)
     probes = [retriever.search(q, k).confidence for q in grounding.OUT_OF_SCOPE_PROBES]
+    threshold = calibrate_threshold(
+        list(conf.values()), probes, keep=config.handoff_keep, balance=config.handoff_balance
+    )
     metrics: dict[str, float] = {
         "retrieval_recall_at_1": grounding.recall_at_k(heldout, retriever, 1),
         f"retrieval_recall_at_{k}": grounding.recall_at_k(heldout, retriever, k),
@@ -114,6 +116,12 @@ def measure(
         "k": k,
         "handoff_threshold": threshold,
         "index": retrieval.PARAMS,
-        "calibration": {"keep": config.handoff_keep, "heldout_paraphrases": len(conf), "seed": config.seed},
+        "calibration": {
+            "keep": config.handoff_keep,
+            "balance": config.handoff_balance,
+            "heldout_paraphrases": len(conf),
+            "out_of_scope_probes": len(probes),
+            "seed": config.seed,
+        },
     }
     return metrics, samples, manifest

@@ -29,10 +29,14 @@ ADDED_SENTENCES = ("具体以页面显示为准。", "如有疑问可联系人�
 
 #: Questions no FAQ of a cloud company answers; hand-off recall is measured on them (the test suite has its own).
 OUT_OF_SCOPE_PROBES = (
+    # chit-chat and other worlds
     "今天天气怎么样？", "推荐一部好看的电影", "你会写诗吗", "附近有什么好吃的餐厅", "帮我订一张去上海的机票",
     "股票明天会涨吗", "你是男的还是女的", "怎么做红烧肉", "世界杯冠军是谁", "给我讲个笑话",
     "我家猫不吃东西怎么办", "考研英语怎么复习", "iPhone 电池怎么保养", "孩子发烧了该吃什么药", "高铁可以带宠物吗",
-    "how do I bake bread", "离婚财产怎么分", "周末去哪里玩比较好", "翻译一下 good morning", "你们老板叫什么名字",
+    "how do I bake bread", "离婚财产怎么分", "周末去哪里玩比较好", "翻译一下 good morning", "帮我写一封情书",
+    # about the company, but rarely in an FAQ
+    "你们老板叫什么名字", "你们公司有多少员工", "你们招不招实习生", "公司年会在哪里办", "你们什么时候上市",
+    "你们办公室在哪个城市", "能介绍一下你们的创始人吗", "你们和竞争对手比哪个好", "你们赞助比赛吗", "你们的股价是多少",
 )  # fmt: skip
 
 

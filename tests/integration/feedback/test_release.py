@@ -25,15 +25,16 @@ from tests.integration.feedback.conftest import add_answer, seed_live_dataset
 FIX = "进入「费用中心」-「发票管理」，勾选订单并填写抬头，电子发票1个工作日内发送到邮箱。"
 
 
-async def approved_flag(sessions: async_sessionmaker, parent: str, question: str, fix: str) -> str:
+async def approved_flag(sessions: async_sessionmaker, home: Path, parent: str, question: str, fix: str) -> str:
     answer_id = await add_answer(sessions, question, "请联系销售。", parent)
-    view = await flag_answer(sessions, answer_id=answer_id, reason="wrong", agent="t", correction=fix)
-    return (await review_flag(sessions, view.flag_id, action="approve", reviewer="admin")).flag_id
+    store = ArtifactStore(home)
+    view = await flag_answer(sessions, store, answer_id=answer_id, reason="wrong", agent="t", correction=fix)
+    return (await review_flag(sessions, store, view.flag_id, action="approve", reviewer="admin")).flag_id
 
 
 async def _rollback_on_failure(sessions: async_sessionmaker, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     parent = await seed_live_dataset(sessions, home)
-    flag_id = await approved_flag(sessions, parent, "如何开具发票？", FIX)
+    flag_id = await approved_flag(sessions, home, parent, "如何开具发票？", FIX)
     real = release_module.store_dataset
 
     async def store_then_crash(*args: object, **kwargs: object) -> object:
@@ -78,13 +79,20 @@ async def test_a_review_during_the_build_cancels_that_release(
     fb_sessions: async_sessionmaker, fb_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parent = await seed_live_dataset(fb_sessions, fb_settings.home)
-    flag_id = await approved_flag(fb_sessions, parent, "如何开具发票？", FIX)
+    flag_id = await approved_flag(fb_sessions, fb_settings.home, parent, "如何开具发票？", FIX)
     loop = asyncio.get_running_loop()
     real = release_module.build_release
 
     def build_while_reviewed(*args: object) -> object:
         result = real(*args)  # type: ignore[arg-type]
-        edit = review_flag(fb_sessions, flag_id, action="edit", reviewer="admin", correction="另一个答案。")
+        edit = review_flag(
+            fb_sessions,
+            ArtifactStore(fb_settings.home),
+            flag_id,
+            action="edit",
+            reviewer="admin",
+            correction="另一个答案。",
+        )
         asyncio.run_coroutine_threadsafe(edit, loop).result(timeout=30)
         return result
 
@@ -103,12 +111,14 @@ async def test_releases_are_cumulative_and_lineage_shows_them(
     store = ArtifactStore(fb_settings.home)
     parent = await seed_live_dataset(fb_sessions, fb_settings.home)
     assert await release_corrections(fb_sessions, store) is None  # nothing approved
-    first_flag = await approved_flag(fb_sessions, parent, "如何开具发票？", FIX)
+    first_flag = await approved_flag(fb_sessions, fb_settings.home, parent, "如何开具发票？", FIX)
     assert await release_corrections(fb_sessions, store, min_approved=2) is None  # below the threshold
     first = await release_corrections(fb_sessions, store)
     # The first release is still training: the live deployment serves the parent, so the next release builds on
     # the parent again and must carry the first correction too.
-    second_flag = await approved_flag(fb_sessions, parent, "人工客服几点上班？", "人工客服 7×24 小时在线。")
+    second_flag = await approved_flag(
+        fb_sessions, fb_settings.home, parent, "人工客服几点上班？", "人工客服 7×24 小时在线。"
+    )
     second = await release_corrections(fb_sessions, store)
     assert first is not None and second is not None and second.parent_dataset_id == parent
     assert second.flag_ids == [second_flag]
@@ -185,7 +195,7 @@ def test_cli_release_and_lineage(fb_settings: Settings, fb_db: str, monkeypatch:
         try:
             sessions = make_sessionmaker(engine)
             parent = await seed_live_dataset(sessions, fb_settings.home)
-            await approved_flag(sessions, parent, "如何开具发票？", FIX)
+            await approved_flag(sessions, fb_settings.home, parent, "如何开具发票？", FIX)
             return parent
         finally:
             await engine.dispose()
@@ -210,7 +220,9 @@ def test_cli_release_and_lineage(fb_settings: Settings, fb_db: str, monkeypatch:
     async def approve_another() -> None:
         engine = make_engine(fb_db)
         try:
-            await approved_flag(make_sessionmaker(engine), parent, "人工客服几点上班？", "7×24 小时在线。")
+            await approved_flag(
+                make_sessionmaker(engine), fb_settings.home, parent, "人工客服几点上班？", "7×24 小时在线。"
+            )
         finally:
             await engine.dispose()
 

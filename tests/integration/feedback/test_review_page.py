@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from libs.common.artifacts import ArtifactStore
 from libs.common.db import make_engine, make_sessionmaker
 from libs.common.tables import Flag
 from services.feedback.flags import flag_answer
@@ -71,7 +72,12 @@ def seed(settings: Settings) -> dict[str, str]:
             for name, (question, correction) in cases.items():
                 answer_id = await add_answer(sessions, question, "请联系销售。", parent)
                 view = await flag_answer(
-                    sessions, answer_id=answer_id, reason="wrong", agent="小王", correction=correction
+                    sessions,
+                    ArtifactStore(settings.home),
+                    answer_id=answer_id,
+                    reason="wrong",
+                    agent="小王",
+                    correction=correction,
                 )
                 ids[name] = view.flag_id
             return ids

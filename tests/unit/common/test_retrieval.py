@@ -96,9 +96,13 @@ def test_an_empty_base_finds_nothing() -> None:
     assert Retriever([]).search("如何退款", 3).hits == []
 
 
-def test_threshold_keeps_the_asked_share_answered() -> None:
-    confidences = [i / 100 for i in range(1, 101)]
-    threshold = calibrate_threshold(confidences, keep=0.95)
-    assert sum(c >= threshold for c in confidences) / len(confidences) >= 0.95
-    assert calibrate_threshold([0.0, 0.01], keep=1.0) == 0.05  # the floor
-    assert calibrate_threshold([], keep=0.9) == 0.05
+def test_threshold_lies_between_out_of_scope_probes_and_in_scope_rewrites() -> None:
+    in_scope = [0.5 + i / 200 for i in range(100)]  # 0.5 .. 0.995
+    out_of_scope = [i / 100 for i in range(11)]  # 0 .. 0.1, p90 = 0.09
+    upper = calibrate_threshold(in_scope, out_of_scope, keep=0.95, balance=1.0)
+    assert sum(c >= upper for c in in_scope) / len(in_scope) >= 0.95  # keeps the asked share of rewrites
+    assert calibrate_threshold(in_scope, out_of_scope, balance=0.0) == pytest.approx(0.09)
+    middle = calibrate_threshold(in_scope, out_of_scope, keep=0.95, balance=0.5)
+    assert middle == pytest.approx((upper + 0.09) / 2)
+    # Overlapping distributions: never hand off more than the rewrites' own low quantile.
+    assert calibrate_threshold([0.1, 0.2], [0.3, 0.4], keep=1.0) == pytest.approx(0.1)

@@ -1,0 +1,99 @@
+"""Approvals go live: each records a knowledge update and stages ``knowledge.updated`` in the same transaction, and
+the release that follows fixes the same entry in the next dataset version."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from libs.common.artifacts import ArtifactStore
+from libs.common.knowledge import entry_id_for, load_knowledge
+from libs.common.tables import Answer, Flag, KnowledgeUpdate, OutboxMessage
+from services.feedback.flags import flag_answer, review_flag
+from services.feedback.release import release_corrections
+from services.feedback.settings import Settings
+from tests.integration.feedback.conftest import add_answer, seed_live_dataset
+
+FAQ_QUESTION = "忘记登录密码怎么办？"
+FIX = "在登录页点击「忘记密码」，用绑定的手机号验证后即可设置新密码，全程约1分钟。"
+
+
+async def grounded_answer(sessions: async_sessionmaker, dataset_id: str, question: str, *, handoff: bool) -> str:
+    """An answer as the gateway logs it: its references (best first) and whether it was handed off."""
+    answer_id = await add_answer(sessions, question, "请联系销售。", dataset_id)
+    async with sessions() as session, session.begin():
+        row = await session.get(Answer, answer_id)
+        row.entry_ids = [] if handoff else [entry_id_for(FAQ_QUESTION), entry_id_for("如何注册CloudMax账号？")]
+        row.handoff = handoff
+    return answer_id
+
+
+async def updates(sessions: async_sessionmaker) -> list[tuple[str, str, str, str]]:
+    async with sessions() as session:
+        rows = (await session.scalars(select(KnowledgeUpdate).order_by(KnowledgeUpdate.id))).all()
+        events = [
+            json.loads(m.payload)
+            for m in (await session.scalars(select(OutboxMessage).where(OutboxMessage.topic == "knowledge.updated")))
+        ]
+    assert [e["update_id"] for e in events] == [r.id for r in rows]  # every update announced, in order
+    return [(r.action, r.entry_id, r.question, r.answer) for r in rows]
+
+
+async def test_an_approved_correction_replaces_the_answers_best_reference(
+    fb_sessions: async_sessionmaker, fb_settings: Settings
+) -> None:
+    store = ArtifactStore(fb_settings.home)
+    parent = await seed_live_dataset(fb_sessions, fb_settings.home)
+    answer_id = await grounded_answer(fb_sessions, parent, "登录密码想不起来了咋办", handoff=False)
+    view = await flag_answer(fb_sessions, store, answer_id=answer_id, reason="步骤不全", agent="t", correction=FIX)
+    assert await updates(fb_sessions) == []  # open flags change nothing yet
+    await review_flag(fb_sessions, store, view.flag_id, action="approve", reviewer="admin")
+    # The FAQ entry keeps its id and its question: every wording of it gets the fix, not only this one.
+    assert await updates(fb_sessions) == [("replace", entry_id_for(FAQ_QUESTION), FAQ_QUESTION, FIX)]
+    async with fb_sessions() as session:
+        flag = await session.get(Flag, view.flag_id)
+    assert (flag.entry_id, flag.entry_question) == (entry_id_for(FAQ_QUESTION), FAQ_QUESTION)
+
+    # The release corrects that entry's row (not a new row in the customer's words) in the next version.
+    result = await release_corrections(fb_sessions, store)
+    assert result is not None
+    knowledge = {e.question: e.answer for e in load_knowledge(store.path("datasets", result.dataset_id))}
+    assert knowledge[FAQ_QUESTION] == FIX and "登录密码想不起来了咋办" not in knowledge
+    assert len(knowledge) == len(load_knowledge(store.path("datasets", parent)))
+
+
+async def test_a_handed_off_question_becomes_a_new_entry_and_a_rejection_withdraws_it(
+    fb_sessions: async_sessionmaker, fb_settings: Settings
+) -> None:
+    store = ArtifactStore(fb_settings.home)
+    parent = await seed_live_dataset(fb_sessions, fb_settings.home)
+    question = "你们支持用数字人民币付款吗"
+    answer_id = await grounded_answer(fb_sessions, parent, question, handoff=True)
+    fix = "支持。在「费用中心」-「充值」选择数字人民币即可。"
+    view = await flag_answer(fb_sessions, store, answer_id=answer_id, reason="转人工了", agent="t", correction=fix)
+    await review_flag(fb_sessions, store, view.flag_id, action="approve", reviewer="admin")
+    await review_flag(fb_sessions, store, view.flag_id, action="reject", reviewer="admin", note="政策未定")
+    new_id = entry_id_for(question)
+    assert await updates(fb_sessions) == [("add", new_id, question, fix), ("retire", new_id, question, "")]
+
+
+async def test_editing_an_approved_replacement_then_rejecting_it_restores_the_faq_text(
+    fb_sessions: async_sessionmaker, fb_settings: Settings
+) -> None:
+    store = ArtifactStore(fb_settings.home)
+    parent = await seed_live_dataset(fb_sessions, fb_settings.home)
+    original = {e.question: e.answer for e in load_knowledge(store.path("datasets", parent))}[FAQ_QUESTION]
+    answer_id = await grounded_answer(fb_sessions, parent, "密码忘了", handoff=False)
+    view = await flag_answer(fb_sessions, store, answer_id=answer_id, reason="不对", agent="t", correction=FIX)
+    await review_flag(fb_sessions, store, view.flag_id, action="approve", reviewer="admin")
+    await review_flag(fb_sessions, store, view.flag_id, action="edit", reviewer="admin", correction="新版本。")
+    await review_flag(fb_sessions, store, view.flag_id, action="reject", reviewer="admin")
+    entry = entry_id_for(FAQ_QUESTION)
+    assert [(a, t) for a, _, _, t in await updates(fb_sessions)] == [
+        ("replace", FIX),
+        ("replace", "新版本。"),
+        ("replace", original),
+    ]
+    assert {e for _, e, _, _ in await updates(fb_sessions)} == {entry}
