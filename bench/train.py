@@ -57,7 +57,7 @@ def _train_once(base: Path, rows: list[Any], work: Path, *, packed: bool) -> tup
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     config = TrainConfig(epochs=1, packing=packed, group_by_length=False, early_stopping_patience=None, warmup_steps=0)
     max_length = choose_max_length(token_lengths(tokenizer, rows), multiple=config.length_multiple)
-    args = build_sft_config(config, max_length, work, has_eval=False, tracked=False)
+    args = build_sft_config(config, max_length, work, has_eval=False, tracked=False, epochs=1)
     if not packed:
         args.pad_to_multiple_of = max_length  # every batch as wide as max_length: the padded baseline
     args.disable_tqdm = True

@@ -9,6 +9,7 @@ contains; the gateway hands off below a threshold calibrated per dataset (``cali
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import re
@@ -24,67 +25,13 @@ from libs.common.knowledge import Entry
 
 _UNIT = re.compile(r"[a-z0-9]+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 #: Function words and greetings that say nothing about WHAT is asked; they neither raise nor lower confidence.
-FILLERS = frozenset(
-    [
-        "请问",
-        "你好",
-        "您好",
-        "麻烦",
-        "一下",
-        "我想",
-        "想问",
-        "问下",
-        "问问",
-        "请教",
-        "谢谢",
-        "我们",
-        "你们",
-        "咨询",
-        "那个",
-        "这个",
-        "就是",
-        "如何",
-        "怎么",
-        "怎样",
-        "什么",
-        "可以",
-        "能否",
-        "能不能",
-        "是否",
-        "需要",
-        "要是",
-        "的话",
-        "的",
-        "了",
-        "吗",
-        "呢",
-        "啊",
-        "吧",
-        "呀",
-        "哦",
-        "嘛",
-        "么",
-        "是",
-        "我",
-        "你",
-        "您",
-        "在",
-        "要",
-        "想",
-        "请",
-        "能",
-        "会",
-        "和",
-        "与",
-        "及",
-        "个",
-        "下",
-        "一",
-        "有",
-        "没",
-        "不",
-    ]
-)
+_FILLER_WORDS = (
+    "请问", "你好", "您好", "麻烦", "一下", "我想", "想问", "问下", "问问", "请教", "谢谢", "我们", "你们",
+    "咨询", "那个", "这个", "就是", "如何", "怎么", "怎样", "什么", "可以", "能否", "能不能", "是否", "需要",
+    "要是", "的话", "的", "了", "吗", "呢", "啊", "吧", "呀", "哦", "嘛", "么", "是", "我", "你", "您", "在",
+    "要", "想", "请", "能", "会", "和", "与", "及", "个", "下", "一", "有", "没", "不",
+)  # fmt: skip
+FILLERS = frozenset(_FILLER_WORDS)
 PARAMS = {"tokens": "cjk-char-1+2gram+ascii-word", "k1": 1.2, "b": 0.75, "question_weight": 2, "method": "lucene"}
 
 
@@ -107,44 +54,87 @@ class Retrieval:
 
 
 class Retriever:
-    """A BM25 index of a fixed list of entries; build a new one when the entries change (cheap: ~1 s / 100k)."""
+    """A BM25 index of a list of entries, and an overlay of live changes (``updated``) that needs no re-indexing.
+
+    Overlay entries are scored with the base index's statistics (idf, average length), so their scores rank
+    together with the base's; the base entries they replace or retire are masked out. Indexing is ~6 s per 10k
+    entries, an update is microseconds: a correction is searchable as soon as it is applied.
+    """
 
     def __init__(self, entries: Sequence[Entry], *, k1: float = PARAMS["k1"], b: float = PARAMS["b"]) -> None:
-        self.entries = list(entries)
-        weight = PARAMS["question_weight"]
-        docs = [tokens(e.question) * weight + tokens(e.answer) for e in self.entries]
+        self._base = list(entries)
+        docs = [_document(e) for e in self._base]
         self._sets = [frozenset(d) for d in docs]
         df = Counter(t for s in self._sets for t in s)
         n = max(1, len(docs))
         self._idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
         self._unseen_idf = math.log(1 + (n + 0.5) / 0.5)
+        self._k1, self._b = k1, b
+        self._avg_len = sum(map(len, docs)) / n or 1.0
         self._bm25 = bm25s.BM25(k1=k1, b=b)
         if docs:
             self._bm25.index(docs, show_progress=False)
+        self._position = {e.entry_id: i for i, e in enumerate(self._base)}
+        self._hidden = np.zeros(len(self._base), dtype=bool)
+        self._overlay: dict[str, tuple[Entry, Counter[str], int]] = {}
+        self.entries = list(self._base)
 
     def __len__(self) -> int:
         return len(self.entries)
 
+    def updated(self, changes: Sequence[tuple[str, Entry]]) -> Retriever:
+        """This knowledge after ``changes`` ((action, entry): add | replace | retire), sharing this index."""
+        view = copy.copy(self)
+        view._hidden, view._overlay = self._hidden.copy(), dict(self._overlay)
+        for action, changed in changes:
+            position = self._position.get(changed.entry_id)
+            if position is not None:
+                view._hidden[position] = True
+            view._overlay.pop(changed.entry_id, None)
+            if action != "retire":
+                doc = _document(changed)
+                view._overlay[changed.entry_id] = (changed, Counter(doc), len(doc))
+        view.entries = [
+            view._overlay[e.entry_id][0] if e.entry_id in view._overlay else e
+            for i, e in enumerate(self._base)
+            if not view._hidden[i] or e.entry_id in view._overlay
+        ] + [entry for eid, (entry, _, _) in view._overlay.items() if eid not in self._position]
+        return view
+
     def search(self, question: str, k: int = 3) -> Retrieval:
         """The ``k`` best entries for ``question`` (fewer if the base is smaller or nothing matches)."""
         query = tokens(question)
+        ranked: list[tuple[float, Entry, frozenset[str] | Counter[str]]] = []
         known = [t for t in query if t in self._idf]
-        if not self.entries or not known:
+        if self._base and known:
+            scores = self._bm25.get_scores(known)
+            if self._hidden.any():
+                scores = np.where(self._hidden, 0.0, scores)
+            top = np.argpartition(-scores, min(k, len(scores)) - 1)[:k]
+            ranked += [(float(scores[i]), self._base[i], self._sets[i]) for i in top]
+        for entry, counts, length in self._overlay.values():
+            ranked.append((self._score(query, counts, length), entry, counts))
+        ranked = sorted((r for r in ranked if r[0] > 0), key=lambda r: -r[0])[:k]
+        if not ranked:
             return Retrieval([], 0.0)
-        scores = self._bm25.get_scores(known)
-        k = min(k, len(self.entries))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        hits = [Hit(self.entries[i], float(scores[i])) for i in top if scores[i] > 0]
-        return Retrieval(hits, self._coverage(query, int(top[0])) if hits else 0.0)
+        return Retrieval([Hit(e, s) for s, e, _ in ranked], self._coverage(query, ranked[0][2]))
 
-    def _coverage(self, query: list[str], best: int) -> float:
+    def _score(self, query: list[str], counts: Counter[str], length: int) -> float:
+        """BM25 (Lucene variant, as bm25s) of one overlay document with the base's statistics."""
+        norm = self._k1 * (1 - self._b + self._b * length / self._avg_len)
+        return sum(self._idf.get(t, self._unseen_idf) * counts[t] / (counts[t] + norm) for t in query if counts[t])
+
+    def _coverage(self, query: list[str], best: frozenset[str] | Counter[str]) -> float:
         content = {t for t in query if t not in FILLERS}
         if not content:
             return 0.0
         weights = {t: self._idf.get(t, self._unseen_idf) for t in content}
-        found = sum(w for t, w in weights.items() if t in self._sets[best])
+        found = sum(w for t, w in weights.items() if t in best)
         return found / sum(weights.values())
+
+
+def _document(e: Entry) -> list[str]:
+    return tokens(e.question) * PARAMS["question_weight"] + tokens(e.answer)
 
 
 def calibrate_threshold(

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from libs.common.artifacts import ENGINE_META, ArtifactStore
-from libs.common.knowledge import Entry, apply_update, load_knowledge
+from libs.common.knowledge import Entry, load_knowledge
 from libs.common.retrieval import Retrieval, Retriever
 from libs.common.tables import Engine, KnowledgeUpdate
 from services.gateway.routing import Target
@@ -41,8 +41,9 @@ class Knowledge:
     def __init__(self, sessions: async_sessionmaker, artifacts: ArtifactStore) -> None:
         self.sessions, self.artifacts = sessions, artifacts
         self._manifests: dict[str, tuple[str, dict[str, Any] | None]] = {}  # engine → (dataset, retrieval)
+        self._bases: dict[str, Retriever] = {}  # dataset → its knowledge base, indexed once
         self._grounding: dict[str, Grounding] = {}
-        self._updates: list[tuple[str, Entry]] = []
+        self._updates: list[tuple[str, Entry]] = []  # (action, entry), in approval order
         self.last_update_id = 0
         self._lock = asyncio.Lock()
 
@@ -55,7 +56,9 @@ class Knowledge:
                 await self._load_updates()
                 retrieval = await engine_retrieval(self.sessions, self.artifacts, target.engine_id)
                 self._manifests[target.engine_id] = (target.dataset_id, retrieval)
-                self._grounding[target.engine_id] = await asyncio.to_thread(self._build, target.engine_id)
+                if retrieval is not None and target.dataset_id not in self._bases:
+                    self._bases[target.dataset_id] = await asyncio.to_thread(self._index, target.dataset_id)
+                self._grounding[target.engine_id] = self._build(target.engine_id)
             return self._grounding[target.engine_id]
 
     async def refresh(self) -> int:
@@ -63,9 +66,9 @@ class Knowledge:
         async with self._lock:
             new = await self._load_updates()
             if new:
-                rebuilt = {engine: await asyncio.to_thread(self._build, engine) for engine in list(self._grounding)}
-                self._grounding.update(rebuilt)
-                log.info("applied %d knowledge update(s) to %d engine(s)", new, len(rebuilt))
+                # Cheap: each engine's base index is shared, only the overlay of updates is new.
+                self._grounding = {engine: self._build(engine) for engine in self._grounding}
+                log.info("applied %d knowledge update(s) to %d engine(s)", new, len(self._grounding))
             return new
 
     async def run(self, poll_seconds: float) -> None:
@@ -89,14 +92,19 @@ class Knowledge:
             self.last_update_id = row.id
         return len(rows)
 
+    def _index(self, dataset_id: str) -> Retriever:
+        entries = load_knowledge(self.artifacts.path("datasets", dataset_id))
+        if not entries:
+            log.error("dataset %s has no knowledge base in %s: every question will be handed off", dataset_id,
+                      self.artifacts.path("datasets", dataset_id))  # fmt: skip
+        return Retriever(entries)
+
     def _build(self, engine_id: str) -> Grounding:
         dataset_id, retrieval = self._manifests[engine_id]
-        entries = load_knowledge(self.artifacts.path("datasets", dataset_id))
-        for action, changed in self._updates:
-            entries = apply_update(entries, action, changed)  # type: ignore[arg-type]
-        if retrieval is None:
-            return Grounding(Retriever(entries), 0, None)
-        return Grounding(Retriever(entries), int(retrieval["k"]), float(retrieval["handoff_threshold"]))
+        if retrieval is None:  # trained without references: served as it was trained
+            return Grounding(Retriever([]), 0, None)
+        current = self._bases[dataset_id].updated(self._updates)
+        return Grounding(current, int(retrieval["k"]), float(retrieval["handoff_threshold"]))
 
 
 async def engine_retrieval(sessions: async_sessionmaker, artifacts: ArtifactStore, engine_id: str) -> dict | None:

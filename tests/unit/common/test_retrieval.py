@@ -106,3 +106,26 @@ def test_threshold_lies_between_out_of_scope_probes_and_in_scope_rewrites() -> N
     assert middle == pytest.approx((upper + 0.09) / 2)
     # Overlapping distributions: never hand off more than the rewrites' own low quantile.
     assert calibrate_threshold([0.1, 0.2], [0.3, 0.4], keep=1.0) == pytest.approx(0.1)
+
+
+def test_live_updates_rank_with_the_base_without_reindexing(sample: Retriever) -> None:
+    question = "忘记登录密码怎么办？"
+    target = next(e for e in sample.entries if e.question == question)
+    fixed = Entry(target.entry_id, question, "新的找回步骤：在登录页点「忘记密码」。")
+    invoice = Entry(entry_id_for("发票怎么开？"), "发票怎么开？", "在「费用中心」-「发票」申请。")
+    updated = sample.updated([("replace", fixed), ("add", invoice)])
+    assert updated.search(question, 1).hits[0].entry == fixed  # the corrected text, under the same id
+    assert updated.search("请问发票怎么开呢", 1).hits[0].entry == invoice
+    assert len(updated) == len(sample) + 1 and fixed in updated.entries and target not in updated.entries
+    assert sample.search(question, 1).hits[0].entry == target  # the base itself is unchanged
+    retired = updated.updated([("retire", fixed)])
+    assert all(h.entry.entry_id != target.entry_id for h in retired.search(question, 3).hits)
+    assert len(retired) == len(sample)
+
+
+def test_an_overlay_entry_scores_as_if_it_were_indexed(sample: Retriever) -> None:
+    """The overlay uses the base's statistics: re-adding an unchanged entry leaves its score as it was."""
+    entry = sample.entries[5]
+    before = sample.search(entry.question, 1).hits[0]
+    after = sample.updated([("replace", entry)]).search(entry.question, 1).hits[0]
+    assert after.entry == entry and after.score == pytest.approx(before.score)
