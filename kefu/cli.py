@@ -102,7 +102,9 @@ def demo(
 def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Last stdout line: one JSON object of results.")] = False,
     with_demo: Annotated[bool, typer.Option(help="Also run `kefu demo` (minutes) for pipeline_seconds.")] = False,
-    write: Annotated[bool, typer.Option(help="Write the table to docs/benchmarks.md.")] = True,
+    write: Annotated[
+        bool, typer.Option(help="Also write the table to docs/benchmarks.md (a tracked file: off unless asked).")
+    ] = False,
 ) -> None:
     """Measure serving and training ratios side by side on this machine (see docs/benchmarks.md)."""
     from kefu.bench import run_bench

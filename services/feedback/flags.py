@@ -207,5 +207,30 @@ async def review_flag(
     return _view(flag, answer)
 
 
+@dataclass(frozen=True)
+class Unanswered:
+    """A question the gateway handed to a human (no knowledge entry was close enough), not yet flagged."""
+
+    answer_id: str
+    question: str
+    confidence: float | None
+    dataset_id: str | None
+    created_at: datetime
+
+
+async def list_unanswered(sessions: async_sessionmaker, *, limit: int = 100) -> list[Unanswered]:
+    """Handed-off questions nobody has answered yet, newest first: candidates for new FAQ entries."""
+    flagged = select(Flag.answer_id)
+    query = (
+        select(Answer)
+        .where(Answer.handoff.is_(True), Answer.answer_id.not_in(flagged))
+        .order_by(Answer.created_at.desc())
+        .limit(limit)
+    )
+    async with sessions() as session:
+        rows = (await session.scalars(query)).all()
+    return [Unanswered(a.answer_id, a.question, a.confidence, a.dataset_id, a.created_at) for a in rows]
+
+
 async def count_approved(session: AsyncSession) -> int:
     return int(await session.scalar(select(func.count()).select_from(Flag).where(Flag.status == "approved")) or 0)

@@ -55,6 +55,37 @@ async def queue(
     return _html(request, "_queue.html", flags=views, status=status)
 
 
+@router.get("/ui/unanswered", response_class=HTMLResponse)
+async def unanswered(request: Request, _: Admin, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> HTMLResponse:
+    rows = await flags.list_unanswered(request.app.state.runtime.sessions, limit=limit)
+    return _html(request, "_unanswered.html", rows=rows)
+
+
+@router.post("/ui/unanswered/{answer_id}", response_class=HTMLResponse)
+async def answer_unanswered(
+    answer_id: str,
+    request: Request,
+    principal: Admin,
+    answer: Annotated[str, Form(min_length=1, max_length=8000)],
+) -> HTMLResponse:
+    """Propose an answer to a handed-off question: a flag with that correction, reviewed like any other; once
+    approved it is a new knowledge entry (live at once) and part of the next dataset version."""
+    rt = request.app.state.runtime
+    view = await flags.flag_answer(
+        rt.sessions,
+        rt.artifacts,
+        answer_id=answer_id,
+        reason="转人工的问题：新增知识条目",
+        agent=principal.label,
+        correction=answer,
+        auto_approve=rt.settings.feedback_auto_approve,
+    )
+    rt.kick_outbox()
+    if view.status == "approved":
+        request.app.state.batcher.poke()
+    return _html(request, "_flag.html", flag=view)
+
+
 @router.post("/ui/flags/{flag_id}/review", response_class=HTMLResponse)
 async def review(
     flag_id: str,

@@ -14,10 +14,13 @@ from services.trainer.settings import Settings
 
 
 def _echo_progress(event: dict[str, Any]) -> None:
-    # Per-step loss is on the progress bar already; print the per-epoch evaluation of each split.
+    # Per-step loss is on the progress bar already; print each judgement of each split.
     for split in ("train", "heldout"):
         if f"eval_{split}_loss" in event:
-            typer.echo(f"epoch {event['epoch']:.0f}: {split} loss {event[f'eval_{split}_loss']:.4f}")
+            typer.echo(
+                f"step {event['step']}/{event['max_steps']} (epoch {event['epoch']:.1f}): "
+                f"{split} loss {event[f'eval_{split}_loss']:.4f}"
+            )
 
 
 def register(app: typer.Typer) -> None:
@@ -31,7 +34,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         config: Annotated[Path | None, typer.Option("--config", exists=True, help="YAML hyperparameters.")] = None,
         lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA (merged on export) or full.")] = None,
-        epochs: Annotated[int | None, typer.Option()] = None,
+        epochs: Annotated[
+            float | None,
+            typer.Option(help="Fixed epochs; default: the budget (each entry seen passes_per_entry times)."),
+        ] = None,
         lr: Annotated[float | None, typer.Option()] = None,
         batch_size: Annotated[int | None, typer.Option()] = None,
         grad_accum: Annotated[int | None, typer.Option()] = None,
@@ -75,6 +81,15 @@ def register(app: typer.Typer) -> None:
             f"train_exact_match={m['train_exact_match']:.3f} eval_exact_match={m.get('eval_exact_match', 0):.3f} "
             f"eval_char_f1={m.get('eval_char_f1', 0):.3f} train {m['train_seconds']:.1f}s "
             f"{m['tokens_per_second']:.0f} tok/s"
+            + (
+                f"\nparaphrase_exact_match={m['paraphrase_exact_match']:.3f} "
+                f"retrieval_recall_at_1={m['retrieval_recall_at_1']:.3f} "
+                f"handoff_threshold={m['handoff_threshold']:.3f} "
+                f"handoff_recall_out_of_scope={m['handoff_recall_out_of_scope']:.3f} "
+                f"hotfix_follow_rate={m.get('hotfix_follow_rate', 0):.3f}"
+                if "paraphrase_exact_match" in m
+                else ""
+            )
             + (
                 f" | registered v{result.registered_version}{' (champion)' if result.champion else ''}"
                 if result.registered_version

@@ -28,8 +28,10 @@ async function call(method, url, body) {
 }
 
 async function loadQueue() {
+  const status = $("status").value;
+  const url = status === "unanswered" ? "/ui/unanswered" : "/ui/flags?status=" + encodeURIComponent(status);
   try {
-    $("queue").innerHTML = await call("GET", "/ui/flags?status=" + encodeURIComponent($("status").value));
+    $("queue").innerHTML = await call("GET", url);
     say("", false);
   } catch (err) { say(err.message, true); }
 }
@@ -64,7 +66,17 @@ document.addEventListener("DOMContentLoaded", () => {
       $("message").className = "";
     } catch (err) { say(err.message, true); }
   });
-  $("queue").addEventListener("submit", (event) => {
+  $("queue").addEventListener("submit", async (event) => {
+    if (event.target.matches("form.new-entry")) {
+      event.preventDefault();
+      const id = event.target.dataset.answerId;
+      try {
+        const html = await call("POST", `/ui/unanswered/${encodeURIComponent(id)}`, new FormData(event.target));
+        document.getElementById(`answer-${id}`).outerHTML = html;
+        say(`Proposed a new entry for answer ${id}; it is in the open queue for review.`, false);
+      } catch (err) { say(err.message, true); }
+      return;
+    }
     if (!event.target.matches("form.review")) return;
     event.preventDefault();
     review(event.target, event.submitter ? event.submitter.value : "approve");

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -14,7 +15,7 @@ from libs.common.tables import Answer, Flag, KnowledgeUpdate, OutboxMessage
 from services.feedback.flags import flag_answer, review_flag
 from services.feedback.release import release_corrections
 from services.feedback.settings import Settings
-from tests.integration.feedback.conftest import add_answer, seed_live_dataset
+from tests.integration.feedback.conftest import add_answer, add_key, seed_live_dataset, serve
 
 FAQ_QUESTION = "忘记登录密码怎么办？"
 FIX = "在登录页点击「忘记密码」，用绑定的手机号验证后即可设置新密码，全程约1分钟。"
@@ -97,3 +98,28 @@ async def test_editing_an_approved_replacement_then_rejecting_it_restores_the_fa
         ("replace", original),
     ]
     assert {e for _, e, _, _ in await updates(fb_sessions)} == {entry}
+
+
+async def test_agents_turn_a_handed_off_question_into_a_new_entry_on_the_review_page(
+    fb_sessions: async_sessionmaker, fb_settings: Settings
+) -> None:
+    parent = await seed_live_dataset(fb_sessions, fb_settings.home)
+    question = "能用数字人民币付款吗"
+    handed = await grounded_answer(fb_sessions, parent, question, handoff=True)
+    answered = await grounded_answer(fb_sessions, parent, "密码忘了", handoff=False)
+    admin = {"X-API-Key": await add_key(fb_sessions, "admin")}
+    with serve(fb_settings) as fb:
+        async with httpx.AsyncClient(base_url=fb.url, timeout=30) as c:
+            page = await c.get("/ui/unanswered", headers=admin)
+            assert page.status_code == 200 and question in page.text and handed in page.text
+            assert answered not in page.text  # only questions that were handed off
+            fix = "支持。在「费用中心」-「充值」选择数字人民币。"
+            proposed = await c.post(f"/ui/unanswered/{handed}", data={"answer": fix}, headers=admin)
+            assert proposed.status_code == 200 and fix in proposed.text
+            assert handed not in (await c.get("/ui/unanswered", headers=admin)).text  # it is in the queue now
+            flags = (await c.get("/v1/flags?status=open", headers=admin)).json()["flags"]
+            (flag,) = [f for f in flags if f["answer_id"] == handed]
+            assert await updates(fb_sessions) == []  # proposed, not yet approved: nothing live
+            reviewed = await c.post(f"/v1/flags/{flag['flag_id']}/review", json={"action": "approve"}, headers=admin)
+            assert reviewed.status_code == 200
+    assert await updates(fb_sessions) == [("add", entry_id_for(question), question, fix)]

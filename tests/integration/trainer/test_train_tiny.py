@@ -52,7 +52,21 @@ def test_loss_fell_and_training_questions_are_answered(trained: dict[str, Any]) 
     assert m["final_loss"] < m["initial_loss"] / 10
     assert m["train_exact_match"] >= 0.9
     assert m["regression_exact_match"] >= 0.9  # the regression rows are trained questions in this fixture
-    assert "train_exact_match=" in trained["output"] and "epoch 40:" in trained["output"]
+    assert "train_exact_match=" in trained["output"] and "train loss" in trained["output"]
+    assert "paraphrase_exact_match=" in trained["output"]
+
+
+def test_grounded_measures_and_the_calibrated_threshold(trained: dict[str, Any]) -> None:
+    m, out = trained["metrics"], trained["out"]
+    # The fixture's questions, reworded by the held-out rules, find their entry (character n-grams).
+    assert m["retrieval_recall_at_2"] >= 0.9 and m["retrieval_recall_at_1"] <= m["retrieval_recall_at_2"]
+    assert m["paraphrase_n"] > 0 and m["paraphrase_exact_match"] >= 0.5
+    assert 0 < m["handoff_threshold"] < 1 and m["handoff_rate_in_scope"] <= 0.1
+    assert m["handoff_recall_out_of_scope"] >= 0.8
+    assert 0 <= m["hotfix_follow_rate"] <= 1  # measured and reported; the tiny base rarely follows edits
+    retrieval = json.loads((out / "retrieval.json").read_text("utf-8"))
+    assert retrieval["k"] == 2 and retrieval["handoff_threshold"] == m["handoff_threshold"]
+    assert retrieval["index"]["tokens"] == "cjk-char-1+2gram+ascii-word"
 
 
 def test_metrics_json_has_the_reported_keys(trained: dict[str, Any]) -> None:
@@ -72,11 +86,15 @@ def test_model_dir_is_complete_and_content_addressed(trained: dict[str, Any]) ->
     weights_and_tokenizer = out.parent / "hash-check"
     weights_and_tokenizer.mkdir()
     for p in out.iterdir():
-        if p.name not in {"kefu_model.json", "metrics.json", "eval_samples.json"}:
+        if p.name not in {"kefu_model.json", "metrics.json", "eval_samples.json", "retrieval.json"}:
             (weights_and_tokenizer / p.name).write_bytes(p.read_bytes())
     assert manifest["model_id"] == f"sha-{tree_sha256(weights_and_tokenizer)[:16]}"
     assert manifest["dataset_id"] == "fixture-cloudmax-v1"
-    assert manifest["config"]["epochs"] == 40 and manifest["max_length"] == trained["metrics"]["max_length"]
+    assert manifest["config"]["epochs"] is None and manifest["max_length"] == trained["metrics"]["max_length"]
+    # The budget is rows seen, with the floor for small FAQs; 45 rows x 3 questions each (2 rewrites).
+    budget = manifest["budget"]
+    assert budget["examples"] == 2400 and budget["floor_applied"] and budget["rows"] == 135
+    assert budget["augmentation"]["train"]["fillers"] and trained["metrics"]["epochs_trained"] > 15
     assert {"torch", "transformers", "trl", "peft", "mlflow"} <= set(manifest["libraries"])
     assert manifest["hardware"]["cpu_count"] >= 1 and manifest["git_sha"]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp dir left behind
@@ -85,9 +103,12 @@ def test_model_dir_is_complete_and_content_addressed(trained: dict[str, Any]) ->
 def test_served_prompt_and_answers_match_training(trained: dict[str, Any]) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from libs.common.knowledge import load_knowledge
+    from libs.common.retrieval import Retriever
     from services.trainer.base_model import OFFLINE_BASE_NAME
     from services.trainer.data import read_rows
     from services.trainer.evaluate import evaluate_rows
+    from services.trainer.grounding import serving_row
 
     out = trained["out"]
     served_tok = AutoTokenizer.from_pretrained(out)
@@ -96,9 +117,15 @@ def test_served_prompt_and_answers_match_training(trained: dict[str, Any]) -> No
     for row in read_rows(FIXTURE_DATASET / "train.jsonl"):
         messages = to_messages(row.instruction, row.input)
         assert render_prompt(served_tok, messages).encode() == render_prompt(base_tok, messages).encode()
-    # The exported dir, loaded as the builder loads it, reproduces the recorded score.
+    # The exported dir, loaded as the builder loads it, reproduces the recorded score on the prompts the gateway
+    # builds: the question and its top-k references from the dataset's knowledge base.
+    retriever = Retriever(load_knowledge(FIXTURE_DATASET))
+    rows = [
+        serving_row(r.instruction, r.input, r.output, retriever, 2) for r in read_rows(FIXTURE_DATASET / "train.jsonl")
+    ]
+    assert all("参考资料：\n[1] " in r.input for r in rows)
     model = AutoModelForCausalLM.from_pretrained(out)
-    scores, _ = evaluate_rows(model, served_tok, read_rows(FIXTURE_DATASET / "train.jsonl"))
+    scores, _ = evaluate_rows(model, served_tok, rows)
     assert scores["exact_match"] == trained["metrics"]["train_exact_match"]
 
 
