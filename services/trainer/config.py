@@ -41,10 +41,17 @@ class TrainConfig(BaseModel):
     seed: int = 0
     # Grounding: top-k retrieved entries in every prompt, rows mixed as in services/trainer/grounding.py.
     grounded: bool = Field(default=True, description="Retrieval-augmented rows (False: the bare question).")
-    retrieval_k: int = Field(default=2, ge=1, le=8, description="Entries put in the prompt, in training and serving.")
+    retrieval_k: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="Entries put in the prompt, training and serving. The tiny base: k=1 trains ~30% faster than k=2 "
+        "at the same paraphrase accuracy (it recalls via the reference's question; it cannot pick between two); "
+        "a real base profits from k=2-3.",
+    )
     rewrites_per_row: int = Field(default=2, ge=0, description="Training rewrites of each question (augment.py).")
     gold_absent: float = Field(default=0.1, ge=0, le=1, description="Share of rows whose references lack the gold.")
-    edited: float = Field(default=0.05, ge=0, le=1, description="Share of rows with an edited gold entry as target.")
+    edited: float = Field(default=0.1, ge=0, le=1, description="Share of rows with an edited gold entry as target.")
     shuffled: float = Field(default=0.3, ge=0, le=1, description="Share of gold-present rows with shuffled order.")
     handoff_keep: float = Field(
         default=0.97, gt=0, le=1, description="Hand-off threshold: keep this share of held-out paraphrases answered."

@@ -59,13 +59,13 @@ def test_loss_fell_and_training_questions_are_answered(trained: dict[str, Any]) 
 def test_grounded_measures_and_the_calibrated_threshold(trained: dict[str, Any]) -> None:
     m, out = trained["metrics"], trained["out"]
     # The fixture's questions, reworded by the held-out rules, find their entry (character n-grams).
-    assert m["retrieval_recall_at_2"] >= 0.9 and m["retrieval_recall_at_1"] <= m["retrieval_recall_at_2"]
+    assert m["retrieval_recall_at_1"] >= 0.85
     assert m["paraphrase_n"] > 0 and m["paraphrase_exact_match"] >= 0.5
     assert 0 < m["handoff_threshold"] < 1 and m["handoff_rate_in_scope"] <= 0.1
     assert m["handoff_recall_out_of_scope"] >= 0.8
     assert 0 <= m["hotfix_follow_rate"] <= 1  # measured and reported; the tiny base rarely follows edits
     retrieval = json.loads((out / "retrieval.json").read_text("utf-8"))
-    assert retrieval["k"] == 2 and retrieval["handoff_threshold"] == m["handoff_threshold"]
+    assert retrieval["k"] == 1 and retrieval["handoff_threshold"] == m["handoff_threshold"]
     assert retrieval["index"]["tokens"] == "cjk-char-1+2gram+ascii-word"
 
 
@@ -121,7 +121,7 @@ def test_served_prompt_and_answers_match_training(trained: dict[str, Any]) -> No
     # builds: the question and its top-k references from the dataset's knowledge base.
     retriever = Retriever(load_knowledge(FIXTURE_DATASET))
     rows = [
-        serving_row(r.instruction, r.input, r.output, retriever, 2) for r in read_rows(FIXTURE_DATASET / "train.jsonl")
+        serving_row(r.instruction, r.input, r.output, retriever, 1) for r in read_rows(FIXTURE_DATASET / "train.jsonl")
     ]
     assert all("参考资料：\n[1] " in r.input for r in rows)
     model = AutoModelForCausalLM.from_pretrained(out)
