@@ -32,12 +32,31 @@ _FILLER_WORDS = (
     "要", "想", "请", "能", "会", "和", "与", "及", "个", "下", "一", "有", "没", "不",
 )  # fmt: skip
 FILLERS = frozenset(_FILLER_WORDS)
-PARAMS = {"tokens": "cjk-char-1+2gram+ascii-word", "k1": 1.2, "b": 0.75, "question_weight": 2, "method": "lucene"}
+#: Everyday variants customers type for the words FAQs use, folded to one form in questions and entries alike
+#: (general customer-service Chinese, not any one FAQ's vocabulary). Longest match first.
+SYNONYMS = {
+    "咋样": "怎么", "咋": "怎么", "如何": "怎么", "怎样": "怎么", "怎么样": "怎么", "啥": "什么", "为啥": "为什么",
+    "忘了": "忘记", "想不起来": "忘记", "登不上": "无法登录", "登录不了": "无法登录", "登不进": "无法登录",
+    "退钱": "退款", "开票": "开发票", "开具发票": "开发票", "更改": "修改", "更换": "修改", "查询": "查看",
+    "购买": "买", "下单": "买", "帐号": "账号", "账户": "账号", "帐户": "账号", "电话号码": "手机号",
+    "手机号码": "手机号", "多长时间": "多久", "几天": "多久", "多少天": "多久", "价格": "费用", "价钱": "费用",
+    "收费": "费用", "多少钱": "费用", "办理": "办", "能不能": "能否", "可不可以": "能否",
+}  # fmt: skip
+_SYNONYM = re.compile("|".join(sorted(map(re.escape, SYNONYMS), key=len, reverse=True)))
+PARAMS = {
+    "tokens": "cjk-char-1+2gram+ascii-word",
+    "synonyms": len(SYNONYMS),
+    "k1": 1.2,
+    "b": 0.75,
+    "question_weight": 2,
+    "method": "lucene",
+}
 
 
 def tokens(text: str) -> list[str]:
-    """Unigrams and adjacent-unit bigrams of a text (lower-cased, NFKC, punctuation dropped)."""
-    units = _UNIT.findall(unicodedata.normalize("NFKC", text).lower())
+    """Unigrams and adjacent-unit bigrams of a text (NFKC, lower-cased, synonyms folded, punctuation dropped)."""
+    folded = _SYNONYM.sub(lambda m: SYNONYMS[m.group(0)], unicodedata.normalize("NFKC", text).lower())
+    units = _UNIT.findall(folded)
     return units + [a + b for a, b in itertools.pairwise(units)]
 
 

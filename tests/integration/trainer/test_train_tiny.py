@@ -161,3 +161,28 @@ def test_lora_run_exports_a_merged_model(tmp_path: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(result.model_dir)
     assert not any("lora" in name for name, _ in model.named_parameters())
     assert result.run_id is None and result.metrics["epochs_trained"] == 1.0
+
+
+def test_a_15_row_faq_gets_enough_steps_to_learn_its_answers(tmp_path: Path) -> None:
+    """The budget's floor: 15 rows under the old 40-epoch schedule got ~40 optimizer steps and train EM 0.14."""
+    from services.trainer.base_model import resolve_base_model
+    from services.trainer.config import TrainConfig
+    from services.trainer.sft import train_model
+
+    sample = Path(__file__).resolve().parents[3] / "data" / "sample" / "cloudmax_faq.jsonl"
+    rows = [json.loads(line) for line in sample.read_text(encoding="utf-8").splitlines()[:15]]
+    dataset = tmp_path / "small"
+    dataset.mkdir()
+    (dataset / "train.jsonl").write_text(
+        "".join(
+            json.dumps({"instruction": r["question"], "input": "", "output": r["answer"]}, ensure_ascii=False) + "\n"
+            for r in rows
+        ),
+        encoding="utf-8",
+    )
+    base = resolve_base_model(None, tmp_path / "base-models")
+    result = train_model(dataset, tmp_path / "model", TrainConfig(), base=base, tracking_uri=None, artifact_root=None)
+    manifest = json.loads((result.model_dir / "kefu_model.json").read_text("utf-8"))
+    print(f"\n15-row FAQ: {json.dumps(result.metrics)}")
+    assert manifest["budget"]["floor_applied"] and manifest["budget"]["examples"] == TrainConfig().min_examples
+    assert result.metrics["train_exact_match"] >= 0.95

@@ -66,6 +66,12 @@ def test_tokens_are_cjk_unigrams_bigrams_and_ascii_words() -> None:
     assert tokens("？！。") == []
 
 
+def test_everyday_variants_fold_to_the_faq_word() -> None:
+    assert tokens("密码忘了咋办") == tokens("密码忘记怎么办")
+    assert tokens("帐户多少钱") == tokens("账号费用")
+    assert tokens("咋样") == tokens("怎么")  # the longest variant wins, so no half-folded leftovers
+
+
 def test_the_faq_question_itself_is_found_first_with_full_confidence(sample: Retriever) -> None:
     for entry in sample.entries:
         found = sample.search(entry.question, 3)
