@@ -22,11 +22,17 @@ from libs.common.settings import KefuSettings
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def make_engine(url: str) -> AsyncEngine:
+def _sqlite_parent(url: str) -> None:
+    """SQLite creates the file, not its folder (a first `kefu ingest` on a new machine has no $KEFU_HOME yet)."""
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_engine(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        _sqlite_parent(url)
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -54,6 +60,7 @@ def alembic_config(url: str) -> Config:
 
 def upgrade_database(url: str, revision: str = "head") -> None:
     """Bring the schema to ``revision``. Synchronous: call it before the event loop or in a thread."""
+    _sqlite_parent(url)
     command.upgrade(alembic_config(url), revision)
 
 

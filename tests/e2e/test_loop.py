@@ -49,7 +49,7 @@ def test_demo_runs_the_loop_and_reports_it(tmp_path: Path) -> None:
 
     assert summary["stages"][0] == "dataset.ready"
     assert "model.trained" in summary["stages"]
-    assert summary["train_exact_match"] >= 0.85  # grounded rows on the tiny base: 0.87 measured (README)
+    assert summary["train_exact_match"] >= 0.9
     assert summary["pipeline_seconds"] > 0
     if "builder" in service_names():
         assert "engine.built" in summary["stages"]

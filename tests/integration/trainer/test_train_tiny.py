@@ -134,8 +134,8 @@ def test_mlflow_run_is_tracked_and_registered(trained: dict[str, Any]) -> None:
 
     client = MlflowClient(tracking_uri=f"sqlite:///{(trained['home'] / 'mlflow.db').resolve()}")
     run = client.get_run(trained["manifest"]["run_id"])
-    assert run.data.params["kefu.lr"] == "0.0015" and run.data.params["kefu.dataset_id"] == "fixture-cloudmax-v1"
-    assert run.data.params["learning_rate"] == "0.0015"  # TRL's own MLflow callback
+    assert run.data.params["kefu.lr"] == "0.001" and run.data.params["kefu.dataset_id"] == "fixture-cloudmax-v1"
+    assert run.data.params["learning_rate"] == "0.001"  # TRL's own MLflow callback
     assert run.data.metrics["train_exact_match"] == trained["metrics"]["train_exact_match"]
     assert "eval_exact_match" in run.data.metrics and "eval_heldout_loss" in run.data.metrics
     assert len(client.get_metric_history(run.info.run_id, "loss")) >= 50  # ~100 points a run (logging_steps 1%)

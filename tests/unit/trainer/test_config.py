@@ -10,7 +10,7 @@ from services.trainer.config import TrainConfig
 
 def test_defaults_are_the_tiny_base_recipe() -> None:
     cfg = TrainConfig()
-    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.scheduler, cfg.warmup_steps) == (None, 8, 1.5e-3, "cosine", 10)
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.scheduler, cfg.warmup_steps) == (None, 8, 1e-3, "cosine", 10)
     assert (cfg.passes_per_entry, cfg.min_examples, cfg.grounded, cfg.retrieval_k) == (40, 2400, True, 1)
     assert cfg.max_length is None and not cfg.lora
 
