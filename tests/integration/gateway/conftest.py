@@ -24,7 +24,7 @@ from libs.common.apikeys import create_key
 from libs.common.broker import make_broker, publish_event
 from libs.common.db import make_engine, make_sessionmaker
 from libs.common.events import EngineBuilt
-from libs.common.tables import Deployment
+from libs.common.tables import Answer, Deployment
 from services.builder.repository import config_pbtxt
 from services.gateway.app import create_app
 from services.gateway.settings import Settings
@@ -125,6 +125,20 @@ async def wait_for_state(
         if fail:
             pytest.fail(f"engine {engine_id} never reached {state} (last: {dep.state if dep else None})")
         return None
+    finally:
+        await engine.dispose()
+
+
+async def answer_row(gw: RunningGateway, answer_id: str, timeout: float = 10) -> Answer:
+    engine = make_engine(gw.settings.effective_database_url)
+    try:
+        for _ in range(int(timeout * 20)):
+            async with make_sessionmaker(engine)() as session:
+                row = await session.get(Answer, answer_id)
+            if row is not None:
+                return row
+            await asyncio.sleep(0.05)
+        pytest.fail(f"answer {answer_id} was never logged")
     finally:
         await engine.dispose()
 

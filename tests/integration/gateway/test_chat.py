@@ -16,33 +16,17 @@ import pytest
 import tritonclient.grpc.aio as aioclient
 from openai import AsyncOpenAI
 
-from libs.common.db import make_engine, make_sessionmaker
-from libs.common.tables import Answer
 from libs.common.triton_stream import stream_answer
 from proto.kefu.gateway.v1 import chat_pb2, chat_pb2_grpc
 from tests.integration.conftest import FAQ, MAX_NEW_TOKENS, Triton
 
-from .conftest import MODEL, RunningGateway
+from .conftest import MODEL, RunningGateway, answer_row
 
 pytestmark = pytest.mark.slow
 
 
 async def direct(client: aioclient.InferenceServerClient, question: str, max_tokens: int | None = None) -> str:
     return "".join([d.text async for d in stream_answer(client, MODEL, question, max_tokens=max_tokens)])
-
-
-async def answer_row(gw: RunningGateway, answer_id: str, timeout: float = 10) -> Answer:
-    engine = make_engine(gw.settings.effective_database_url)
-    try:
-        for _ in range(int(timeout * 20)):
-            async with make_sessionmaker(engine)() as session:
-                row = await session.get(Answer, answer_id)
-            if row is not None:
-                return row
-            await asyncio.sleep(0.05)
-        pytest.fail(f"answer {answer_id} was never logged")
-    finally:
-        await engine.dispose()
 
 
 def openai_client(gw: RunningGateway, role: str = "app") -> AsyncOpenAI:

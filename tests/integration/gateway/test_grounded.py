@@ -24,7 +24,7 @@ from libs.common.events import KnowledgeUpdated
 from libs.common.knowledge import KNOWLEDGE_FILE, entries_from_rows, entry_id_for, to_jsonl
 from libs.common.prompting import grounded_context
 from libs.common.retrieval import Retriever
-from libs.common.tables import Answer, Engine, KnowledgeUpdate, utcnow
+from libs.common.tables import Engine, KnowledgeUpdate, utcnow
 from proto.kefu.gateway.v1 import chat_pb2, chat_pb2_grpc
 from services.builder.engine import encode_question
 from tests.integration.conftest import FAQ, Built, Triton
@@ -32,6 +32,7 @@ from tests.integration.conftest import FAQ, Built, Triton
 from .conftest import (
     RunningGateway,
     announce,
+    answer_row,
     copy_version,
     engine_event,
     gateway_settings,
@@ -91,20 +92,6 @@ async def ask(gw: RunningGateway, question: str) -> dict:
     return r.json()
 
 
-async def logged(gw: RunningGateway, answer_id: str) -> Answer:
-    engine = make_engine(gw.settings.effective_database_url)
-    try:
-        for _ in range(100):
-            async with make_sessionmaker(engine)() as session:
-                row = await session.get(Answer, answer_id)
-            if row is not None:
-                return row
-            await asyncio.sleep(0.05)
-        pytest.fail(f"answer {answer_id} was never logged")
-    finally:
-        await engine.dispose()
-
-
 async def test_references_reach_the_engine_and_the_answer_names_them(grounded: RunningGateway, built: Built) -> None:
     question = "退款要怎么申请"
     body = await ask(grounded, question)
@@ -116,7 +103,7 @@ async def test_references_reach_the_engine_and_the_answer_names_them(grounded: R
     context = grounded_context("", [(h.entry.question, h.entry.answer) for h in found.hits])
     tokenizer = AutoTokenizer.from_pretrained(built.result.version_dir)
     assert body["usage"]["prompt_tokens"] == len(encode_question(tokenizer, question, context))
-    row = await logged(grounded, body["id"])
+    row = await answer_row(grounded, body["id"])
     assert row.entry_ids == body["kefu"]["entry_ids"] and len(row.retrieval_scores) == 2
     assert row.confidence == pytest.approx(body["kefu"]["confidence"]) and row.confidence >= THRESHOLD
     assert row.handoff is False and row.completion_tokens > 0
@@ -127,7 +114,7 @@ async def test_an_out_of_scope_question_is_handed_to_a_human(grounded: RunningGa
     text = body["choices"][0]["message"]["content"]
     assert body["kefu"]["handoff"] is True and text == grounded.settings.handoff_text()
     assert "人工客服" in text and grounded.settings.handoff_hotline in text
-    row = await logged(grounded, body["id"])
+    row = await answer_row(grounded, body["id"])
     assert row.handoff is True and row.answer == text and row.confidence < THRESHOLD
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(grounded.http.removesuffix("/v1") + "/metrics")).text
