@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from libs.common.artifacts import ArtifactStore
 from libs.common.db import make_engine, make_sessionmaker
-from libs.common.tables import Flag
+from libs.common.tables import Answer, Flag
 from services.feedback.flags import flag_answer
 from services.feedback.settings import Settings
 from tests.integration.feedback.conftest import add_answer, add_key, seed_live_dataset, serve
@@ -21,7 +21,7 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="pip install seleni
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -80,6 +80,10 @@ def seed(settings: Settings) -> dict[str, str]:
                     correction=correction,
                 )
                 ids[name] = view.flag_id
+            # A question the gateway handed to a human: it waits in the "unanswered" view, not in the flag queue.
+            ids["handed_off"] = await add_answer(sessions, UNANSWERED, HANDOFF_REPLY, parent)
+            async with sessions() as session, session.begin():
+                (await session.get(Answer, ids["handed_off"])).handoff = True
             return ids
         finally:
             await engine.dispose()
@@ -98,6 +102,11 @@ def statuses(settings: Settings) -> dict[str, tuple[str, str | None]]:
             await engine.dispose()
 
     return asyncio.run(run())
+
+
+UNANSWERED = "你们支持用数字人民币付款吗？"
+HANDOFF_REPLY = "这个问题我需要请人工客服为您处理。"
+NEW_ENTRY = "支持。在「费用中心」-「充值」选择数字人民币即可。"
 
 
 def card(driver: webdriver.Chrome, flag_id: str):  # type: ignore[no-untyped-def]
@@ -163,6 +172,17 @@ def test_review_queue_in_a_real_browser(fb_settings: Settings, browser: webdrive
         wait.until(ec.text_to_be_present_in_element((By.ID, "message"), "Released 2 flag(s) into dataset"))
         released = statuses(fb_settings)
         assert released[ids["approve"]][0] == released[ids["edit"]][0] == "released"
+
+        # Handed-off questions: an agent answers one, which becomes an open flag for the same review.
+        Select(browser.find_element(By.ID, "status")).select_by_value("unanswered")
+        wait.until(ec.presence_of_element_located((By.ID, f"answer-{ids['handed_off']}")))
+        assert UNANSWERED in browser.find_element(By.ID, "queue").text
+        entry = browser.find_element(By.ID, f"answer-{ids['handed_off']}")
+        entry.find_element(By.NAME, "answer").send_keys(NEW_ENTRY)
+        entry.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "message"), "Proposed a new entry"))
+        proposed = {k: v for k, v in statuses(fb_settings).items() if k not in released}
+        assert list(proposed.values()) == [("open", None)] and NEW_ENTRY in browser.find_element(By.ID, "queue").text
 
         browser.find_element(By.ID, "forget").click()
         assert browser.find_element(By.ID, "key-form").is_displayed()
