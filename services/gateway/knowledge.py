@@ -53,7 +53,8 @@ class Knowledge:
             return found
         async with self._lock:
             if target.engine_id not in self._grounding:
-                await self._load_updates()
+                if await self._load_updates():  # engines already served must see them too, not only this one
+                    self._grounding = {engine: self._build(engine) for engine in self._grounding}
                 retrieval = await engine_retrieval(self.sessions, self.artifacts, target.engine_id)
                 self._manifests[target.engine_id] = (target.dataset_id, retrieval)
                 if retrieval is not None and target.dataset_id not in self._bases:

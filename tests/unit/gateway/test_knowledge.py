@@ -1,0 +1,61 @@
+"""The gateway's knowledge per engine: its dataset's base, its k and threshold, and every approved update."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from libs.common.artifacts import ENGINE_META, ArtifactStore
+from libs.common.db import make_engine, make_sessionmaker, upgrade_database
+from libs.common.knowledge import KNOWLEDGE_FILE, entries_from_rows, entry_id_for, to_jsonl
+from libs.common.tables import Engine, KnowledgeUpdate, utcnow
+from services.gateway.knowledge import Knowledge
+from services.gateway.routing import Target
+
+FAQ = [("如何申请退款？", "在订单页申请退款。"), ("忘记密码怎么办？", "在登录页点击忘记密码。")]
+
+
+def test_each_engine_answers_from_its_dataset_and_every_update_reaches_all(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/kefu.db"
+    upgrade_database(url)
+    store = ArtifactStore(tmp_path)
+    for dataset, rows in (("ds-a", FAQ), ("ds-b", FAQ[:1])):
+        store.path("datasets", dataset).mkdir(parents=True)
+        (store.path("datasets", dataset) / KNOWLEDGE_FILE).write_bytes(to_jsonl(entries_from_rows(rows)))
+
+    async def run() -> None:
+        db = make_engine(url)
+        sessions = make_sessionmaker(db)
+        async with sessions() as session, session.begin():
+            for engine_id, dataset, retrieval in (
+                ("e-a", "ds-a", {"k": 2, "handoff_threshold": 0.3}),
+                ("e-b", "ds-b", {"k": 1, "handoff_threshold": 0.5}),
+                ("e-old", "ds-a", None),  # trained before grounding: served as it was trained
+            ):
+                version = tmp_path / "repo" / engine_id
+                version.mkdir(parents=True)
+                (version / ENGINE_META).write_text(json.dumps({"retrieval": retrieval}), "utf-8")
+                session.add(
+                    Engine(engine_id=engine_id, model_id="m", dataset_id=dataset, triton_model="kefu-chat",
+                           triton_version=1, precision="fp32", quality={}, passed_gate=True, uri=version.as_uri())
+                )  # fmt: skip
+        knowledge = Knowledge(sessions, store)
+        target = {e: Target(e, "m", d, "kefu-chat", 1, "live") for e, d in (("e-a", "ds-a"), ("e-b", "ds-b"))}
+        a = await knowledge.for_target(target["e-a"])
+        assert (a.k, a.threshold, len(a.retriever)) == (2, 0.3, 2)
+        assert (await knowledge.for_target(Target("e-old", "m", "ds-a", "kefu-chat", 1, "live"))).search("退款") is None
+
+        question = "发票怎么开？"
+        async with sessions() as session, session.begin():
+            session.add(KnowledgeUpdate(entry_id=entry_id_for(question), action="add", question=question,
+                                        answer="在费用中心申请。", created_at=utcnow()))  # fmt: skip
+        # A new engine is served first: the update it loads must reach the engine already served as well.
+        b = await knowledge.for_target(target["e-b"])
+        assert (b.k, b.threshold, len(b.retriever)) == (1, 0.5, 2)
+        for grounding in (b, await knowledge.for_target(target["e-a"])):
+            assert grounding.search("请问发票怎么开呢").hits[0].entry.entry_id == entry_id_for(question)
+        assert await knowledge.refresh() == 0  # nothing newer
+        await db.dispose()
+
+    asyncio.run(run())
