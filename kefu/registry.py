@@ -12,24 +12,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import pkgutil
-from dataclasses import dataclass, field
 from types import ModuleType
 
 import services
 
 #: Start order where it matters (consumers before producers is nicer but not required; Kafka buffers).
 PREFERRED_ORDER = ["trainer", "builder", "gateway", "feedback", "ingest"]
-
-
-@dataclass(frozen=True)
-class Sidecar:
-    """A process a service needs beside it, started by the supervisor before the services."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    endpoints: list[str] = field(default_factory=list)
-    ready_port: int | None = None
 
 
 def service_names() -> list[str]:

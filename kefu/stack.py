@@ -23,10 +23,11 @@ from pathlib import Path
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from kefu.registry import Sidecar, optional_module, service_names, service_settings
+from kefu.registry import optional_module, service_names, service_settings
 from kefu.tansu import create_topics, tansu_command, wait_port
 from libs.common.db import upgrade_database
 from libs.common.events import all_topic_names
+from libs.common.runtime import Sidecar
 from libs.common.settings import KefuSettings
 
 PR_SET_PDEATHSIG = 1

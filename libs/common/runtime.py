@@ -24,6 +24,18 @@ log = logging.getLogger("kefu.runtime")
 
 
 @dataclass
+class Sidecar:
+    """A process a service needs beside it (its ``sidecars.py`` returns them), started by ``kefu up`` before the
+    services. Defined here, not in the supervisor, so services depend only on libs."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    endpoints: list[str] = field(default_factory=list)
+    ready_port: int | None = None
+
+
+@dataclass
 class ServiceRuntime:
     name: str
     settings: KefuSettings

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from libs.common.runtime import Sidecar
 from libs.common.settings import KefuSettings
 from services.builder.settings import Settings
 
 
-def sidecars(_common: KefuSettings):  # type: ignore[no-untyped-def]
-    from kefu.registry import Sidecar
+def sidecars(_common: KefuSettings) -> list[Sidecar]:
     from services.builder.triton_server import triton_command
 
     settings = Settings(home=_common.home)

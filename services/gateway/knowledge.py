@@ -94,7 +94,11 @@ class Knowledge:
         return len(rows)
 
     def _index(self, dataset_id: str) -> Retriever:
-        entries = load_knowledge(self.artifacts.path("datasets", dataset_id))
+        try:
+            entries = load_knowledge(self.artifacts.path("datasets", dataset_id))
+        except (OSError, ValueError) as exc:  # a damaged file must not fail every request: a human answers instead
+            log.error("dataset %s: knowledge base unreadable (%s)", dataset_id, exc)
+            entries = []
         if not entries:
             log.error("dataset %s has no knowledge base in %s: every question will be handed off", dataset_id,
                       self.artifacts.path("datasets", dataset_id))  # fmt: skip

@@ -59,3 +59,29 @@ def test_each_engine_answers_from_its_dataset_and_every_update_reaches_all(tmp_p
         await db.dispose()
 
     asyncio.run(run())
+
+
+def test_a_damaged_knowledge_base_hands_off_instead_of_failing(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/kefu.db"
+    upgrade_database(url)
+    store = ArtifactStore(tmp_path)
+    store.path("datasets", "ds-bad").mkdir(parents=True)
+    (store.path("datasets", "ds-bad") / KNOWLEDGE_FILE).write_text('{"entry_id": "kb-1"}\n', "utf-8")
+    version = tmp_path / "repo" / "e-bad"
+    version.mkdir(parents=True)
+    (version / ENGINE_META).write_text(json.dumps({"retrieval": {"k": 1, "handoff_threshold": 0.3}}), "utf-8")
+
+    async def run() -> None:
+        db = make_engine(url)
+        sessions = make_sessionmaker(db)
+        async with sessions() as session, session.begin():
+            session.add(
+                Engine(engine_id="e-bad", model_id="m", dataset_id="ds-bad", triton_model="kefu-chat",
+                       triton_version=1, precision="fp32", quality={}, passed_gate=True, uri=version.as_uri())
+            )  # fmt: skip
+        grounding = await Knowledge(sessions, store).for_target(Target("e-bad", "m", "ds-bad", "kefu-chat", 1, "live"))
+        found = grounding.search("如何申请退款？")
+        assert found is not None and found.hits == [] and found.confidence < grounding.threshold
+        await db.dispose()
+
+    asyncio.run(run())
