@@ -210,6 +210,9 @@ class Deployment(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # A canary's shadow replay against the live engine (services/gateway/shadow.py); the verdict reads it.
+    evidence: Mapped[dict | None] = mapped_column(JSON)
+    held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # operator: no verdict
 
 
 class Flag(Base):

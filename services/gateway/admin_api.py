@@ -15,7 +15,7 @@ from libs.common.tables import Deployment
 from services.gateway.access import ADMIN
 from services.gateway.errors import GatewayError, invalid
 from services.gateway.openai_api import authorized
-from services.gateway.rollout import RolloutError, rollback
+from services.gateway.rollout import RolloutError, hold, promote, rollback
 from services.gateway.stats import length_stats
 
 router = APIRouter(prefix="/v1")
@@ -28,7 +28,12 @@ class KeyRequest(BaseModel):
     rate_limit_per_minute: int | None = Field(default=None, ge=1, le=10**7)
 
 
-class RollbackRequest(BaseModel):
+class ReasonRequest(BaseModel):
+    reason: Text = Field(default="operator request", max_length=2000)
+
+
+class HoldRequest(BaseModel):
+    hold: bool = Field(default=True, description="false releases the hold: the evidence decides again.")
     reason: Text = Field(default="operator request", max_length=2000)
 
 
@@ -67,12 +72,14 @@ async def deployments(
         "reason",
         "started_at",
         "ended_at",
+        "held",
+        "evidence",
     )
     return {"deployments": [{f: getattr(r, f) for f in fields} for r in rows]}
 
 
 @router.post("/deployments/rollback")
-async def roll_back(body: RollbackRequest, request: Request, authorization: Authorization = None) -> dict[str, Any]:
+async def roll_back(body: ReasonRequest, request: Request, authorization: Authorization = None) -> dict[str, Any]:
     """Drop the canary, or put the previous engine back if there is no canary (409 if neither is possible)."""
     gw, principal = await authorized(request, authorization, ADMIN)
     try:
@@ -83,6 +90,32 @@ async def roll_back(body: RollbackRequest, request: Request, authorization: Auth
     gw.runtime.kick_outbox()
     await gw.router.refresh()
     return event.model_dump(mode="json")
+
+
+@router.post("/deployments/promote")
+async def promote_canary(body: ReasonRequest, request: Request, authorization: Authorization = None) -> dict[str, Any]:
+    """Promote the canary now, whatever its evidence says (409 if there is no canary)."""
+    gw, principal = await authorized(request, authorization, ADMIN)
+    try:
+        async with gw.runtime.sessions() as session, session.begin():
+            event = await promote(session, f"{body.reason} (key {principal.key_id})")
+    except RolloutError as exc:
+        raise GatewayError(409, "cannot_promote", str(exc)) from None
+    gw.runtime.kick_outbox()
+    await gw.router.refresh()
+    return event.model_dump(mode="json")
+
+
+@router.post("/deployments/hold")
+async def hold_canary(body: HoldRequest, request: Request, authorization: Authorization = None) -> dict[str, Any]:
+    """Hold the canary at its share (no automatic verdict) or release the hold (409 if there is no canary)."""
+    gw, principal = await authorized(request, authorization, ADMIN)
+    try:
+        async with gw.runtime.sessions() as session, session.begin():
+            dep = await hold(session, body.hold, f"{body.reason} (key {principal.key_id})")
+            return {"engine_id": dep.engine_id, "held": dep.held, "reason": dep.reason}
+    except RolloutError as exc:
+        raise GatewayError(409, "cannot_hold", str(exc)) from None
 
 
 @router.get("/stats/lengths")

@@ -20,7 +20,6 @@ import tritonclient.grpc.aio as aioclient
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from tritonclient.utils import InferenceServerException
 
-from libs.common.prompting import grounded_context
 from libs.common.tables import Answer
 from libs.common.triton_stream import Delta, stream_answer
 from services.gateway import metrics
@@ -219,17 +218,10 @@ class Answerer:
             completion_tokens=0,
             api_key_id=principal.key_id,
         )
-        grounding = await self.knowledge.for_target(target)
-        started = time.perf_counter()
-        found = grounding.search(question)
-        metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
-        context = ""
-        if found is not None:
-            row.entry_ids = [h.entry.entry_id for h in found.hits]
-            row.retrieval_scores = [round(h.score, 4) for h in found.hits]
-            row.confidence = round(found.confidence, 4)
-            row.handoff = found.confidence < (grounding.threshold or 0.0)
-            context = grounded_context("", [(h.entry.question, h.entry.answer) for h in found.hits])
+        grounded = (await self.knowledge.for_target(target)).ground(question)
+        if grounded.confidence is not None:
+            row.entry_ids, row.retrieval_scores = grounded.entry_ids, grounded.scores
+            row.confidence, row.handoff = grounded.confidence, grounded.handoff
         if row.handoff:
             metrics.HANDOFFS.labels(target.state).inc()
             deltas: AsyncIterator[Delta] = _handoff_deltas(self.settings.handoff_text())
@@ -240,7 +232,7 @@ class Answerer:
                 question,
                 max_tokens=max_tokens,
                 version=str(target.triton_version),
-                context=context,
+                context=grounded.context,
             )
         try:
             first = await anext(deltas)

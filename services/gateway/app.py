@@ -1,5 +1,6 @@
 """Gateway service composition root: customer chat over HTTP (OpenAI-compatible) and gRPC, streamed from Triton;
-``engine.built`` → live/canary rollout → ``deployment.live`` / ``deployment.rolled_back``.
+``engine.built`` → live/canary rollout (judged on evidence: real answers and a shadow replay) →
+``deployment.live`` / ``deployment.rolled_back``.
 
 One process serves both APIs: the gRPC server starts and stops inside the FastAPI lifespan.
 """
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await gw.router.refresh()
         runtime.spawn(gw.router.run(runtime.kick_outbox), name="gateway-rollout")
         runtime.spawn(gw.knowledge.run(settings.rollout_poll_seconds), name="gateway-knowledge")
+        runtime.spawn(gw.shadow.run(), name="gateway-shadow-replay")
         grpc_server = GrpcServer(gw)
         await grpc_server.start()
         app.state.gateway = gw

@@ -1,13 +1,17 @@
-"""Gateway commands: ``kefu keys create``, ``kefu chat`` (through the gRPC API) and ``kefu rollback``."""
+"""Gateway commands: ``kefu keys create``, ``kefu chat`` (gRPC API), ``kefu rollout hold|promote|rollback``."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 keys_app = typer.Typer(help="API keys of the gateway (stored hashed; the key is shown once).", no_args_is_help=True)
 
@@ -67,21 +71,45 @@ def chat_command(
     typer.echo(f"\nanswer_id: {answer_id}")
 
 
-def rollback_command(
-    reason: Annotated[str, typer.Option(help="Why (kept with the deployment).")] = "operator request",
-) -> None:
-    """Drop the canary, or put the previous engine back if there is no canary (admins: needs database access)."""
-    import tritonclient.grpc.aio as aioclient
+rollout_app = typer.Typer(
+    help="The canary: hold it, promote it, or roll back (admins: needs database access).", no_args_is_help=True
+)
+Reason = Annotated[str, typer.Option(help="Why (kept with the deployment).")]
 
+
+def _operate(action: Callable[[AsyncSession], Awaitable[str]]) -> None:
+    """Run one rollout action in a transaction, publish what it staged, print the outcome (exit 1 if refused)."""
     from libs.common.db import open_database
     from libs.common.outbox import flush_outbox
-    from services.gateway.rollout import RolloutError, rollback
+    from services.gateway.rollout import RolloutError
     from services.gateway.settings import Settings
 
     settings = Settings()
 
+    async def run() -> str:
+        async with open_database(settings) as sessions:
+            async with sessions() as session, session.begin():
+                outcome = await action(session)
+            sent = await flush_outbox(settings, sessions, client="gateway-cli")
+        return f"{outcome}{'' if sent else ' (event queued in the outbox)'}"
+
+    try:
+        typer.echo(asyncio.run(run()))
+    except RolloutError as exc:
+        typer.secho(f"refused: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from None
+
+
+@rollout_app.command("rollback")
+def rollback_command(reason: Reason = "operator request") -> None:
+    """Drop the canary, or put the previous engine back if there is no canary."""
+    import tritonclient.grpc.aio as aioclient
+
+    from services.gateway.rollout import rollback
+    from services.gateway.settings import Settings
+
     async def is_ready(model: str, version: int) -> bool:
-        client = aioclient.InferenceServerClient(settings.triton_grpc_url)
+        client = aioclient.InferenceServerClient(Settings().triton_grpc_url)
         try:
             return bool(await client.is_model_ready(model, str(version)))
         except Exception:  # noqa: BLE001 - unreachable Triton: the engine is not servable now
@@ -89,24 +117,43 @@ def rollback_command(
         finally:
             await client.close()
 
-    async def run() -> str:
-        async with open_database(settings) as sessions:
-            async with sessions() as session, session.begin():
-                event = await rollback(session, reason, is_ready)
-            sent = await flush_outbox(settings, sessions, client="gateway-cli")
-        restored = event.restored_engine_id or "nothing"
-        state = "published" if sent else "queued in the outbox"
-        return f"rolled back engine {event.engine_id}; serving {restored}; deployment.rolled_back {state}"
+    async def act(session: AsyncSession) -> str:
+        event = await rollback(session, reason, is_ready)
+        return f"rolled back engine {event.engine_id}; serving {event.restored_engine_id or 'nothing'}"
 
-    try:
-        typer.echo(asyncio.run(run()))
-    except RolloutError as exc:
-        typer.secho(f"rollback refused: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=1) from None
+    _operate(act)
+
+
+@rollout_app.command("promote")
+def promote_command(reason: Reason = "operator request") -> None:
+    """Promote the canary to 100% now, whatever its evidence says."""
+    from services.gateway.rollout import promote
+
+    async def act(session: AsyncSession) -> str:
+        event = await promote(session, reason)
+        return f"promoted engine {event.engine_id}; it replaces {event.previous_engine_id or 'nothing'}"
+
+    _operate(act)
+
+
+@rollout_app.command("hold")
+def hold_command(
+    reason: Reason = "operator request",
+    release: Annotated[bool, typer.Option("--release", help="Release the hold: the evidence decides again.")] = False,
+) -> None:
+    """Keep the canary at its traffic share with no automatic verdict, until released, promoted or rolled back."""
+    from services.gateway.rollout import hold
+
+    async def act(session: AsyncSession) -> str:
+        dep = await hold(session, not release, reason)
+        return f"canary {dep.engine_id}: {dep.reason}"
+
+    _operate(act)
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``keys``, ``chat`` and ``rollback`` to the kefu CLI."""
+    """Add ``keys``, ``chat``, ``rollout`` and ``rollback`` (= ``rollout rollback``) to the kefu CLI."""
     app.add_typer(keys_app, name="keys")
+    app.add_typer(rollout_app, name="rollout")
     app.command("chat")(chat_command)
     app.command("rollback")(rollback_command)

@@ -12,6 +12,7 @@ from services.gateway.answering import Answerer, AnswerLog
 from services.gateway.knowledge import Knowledge
 from services.gateway.routing import Router
 from services.gateway.settings import Settings
+from services.gateway.shadow import ShadowReplay
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Gateway:
     answer_log: AnswerLog
     knowledge: Knowledge
     answerer: Answerer
+    shadow: ShadowReplay
 
     @classmethod
     def build(cls, runtime: ServiceRuntime, settings: Settings) -> Gateway:
@@ -37,7 +39,8 @@ class Gateway:
         )
         knowledge = Knowledge(runtime.sessions, runtime.artifacts)
         answerer = Answerer(triton, router, answer_log, settings, knowledge)
-        return cls(settings, runtime, triton, access, router, answer_log, knowledge, answerer)
+        shadow = ShadowReplay(runtime.sessions, runtime.artifacts, triton, router, knowledge, settings)
+        return cls(settings, runtime, triton, access, router, answer_log, knowledge, answerer, shadow)
 
     async def is_ready(self, model: str, version: int) -> bool:
         """Whether Triton serves ``model`` version ``version`` now (False if Triton is unreachable)."""

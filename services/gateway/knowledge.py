@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,11 +21,24 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from libs.common.artifacts import ENGINE_META, ArtifactStore
 from libs.common.knowledge import Entry, load_knowledge
+from libs.common.prompting import grounded_context
 from libs.common.retrieval import Retrieval, Retriever
 from libs.common.tables import Engine, KnowledgeUpdate
+from services.gateway import metrics
 from services.gateway.routing import Target
 
 log = logging.getLogger("kefu.gateway.knowledge")
+
+
+@dataclass(frozen=True)
+class Grounded:
+    """What retrieval decided for one question: the references to prompt with, or a hand-off."""
+
+    entry_ids: list[str]
+    scores: list[float]
+    confidence: float | None
+    handoff: bool
+    context: str  # the references block for the engine's ``context`` input ("" when none)
 
 
 @dataclass(frozen=True)
@@ -35,6 +49,21 @@ class Grounding:
 
     def search(self, question: str) -> Retrieval | None:
         return self.retriever.search(question, self.k) if self.threshold is not None else None
+
+    def ground(self, question: str) -> Grounded:
+        """Retrieve for ``question`` as the engine was trained: references, or a hand-off below the threshold."""
+        started = time.perf_counter()
+        found = self.search(question)
+        metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
+        if found is None:
+            return Grounded([], [], None, False, "")
+        return Grounded(
+            entry_ids=[h.entry.entry_id for h in found.hits],
+            scores=[round(h.score, 4) for h in found.hits],
+            confidence=round(found.confidence, 4),
+            handoff=found.confidence < (self.threshold or 0.0),
+            context=grounded_context("", [(h.entry.question, h.entry.answer) for h in found.hits]),
+        )
 
 
 class Knowledge:

@@ -1,4 +1,5 @@
-"""Which engine serves: the first engine goes live at once, later ones as a canary that is promoted or rolled back.
+"""Which engine serves: the first engine goes live at once, later ones as a canary that is promoted or rolled back
+on evidence (``canary``), or held, promoted and rolled back by an operator.
 
 All decisions are rows in ``deployments`` plus the event announcing them, staged in the same transaction
 (outbox). The canary verdict reads the answer log, so every gateway replica sees the same numbers; the row lock
@@ -8,17 +9,15 @@ on the canary makes one replica decide. Only answers that finished (ok or error)
 from __future__ import annotations
 
 import logging
-import statistics
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.events import DeploymentLive, DeploymentRolledBack, EngineBuilt
 from libs.common.outbox import enqueue
-from libs.common.tables import Answer, Deployment, utcnow
+from libs.common.tables import Deployment, utcnow
+from services.gateway.canary import Health, health_since, verdict
 from services.gateway.metrics import ROLLOUTS
 from services.gateway.settings import Settings
 
@@ -28,17 +27,6 @@ ReadyCheck = Callable[[str, int], Awaitable[bool]]
 
 class RolloutError(Exception):
     """A rollout request that cannot be carried out (nothing to roll back, engine no longer loaded)."""
-
-
-@dataclass(frozen=True)
-class Health:
-    requests: int
-    errors: int
-    ms_per_token_p50: float | None
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.requests if self.requests else 0.0
 
 
 async def _current(session: AsyncSession, state: str, *, lock: bool = False) -> Deployment | None:
@@ -117,42 +105,6 @@ async def deploy_engine(session: AsyncSession, event: EngineBuilt, settings: Set
     return dep.state
 
 
-async def health_since(session: AsyncSession, engine_id: str, since: datetime) -> Health:
-    rows = (
-        await session.execute(
-            select(Answer.status, Answer.latency_ms, Answer.completion_tokens)
-            .where(Answer.engine_id == engine_id, Answer.created_at >= since, Answer.status.in_(("ok", "error")))
-            .order_by(Answer.created_at.desc())
-            .limit(10_000)
-        )
-    ).all()
-    per_token = [r.latency_ms / max(r.completion_tokens, 1) for r in rows if r.status == "ok" and r.latency_ms]
-    return Health(
-        requests=len(rows),
-        errors=sum(r.status == "error" for r in rows),
-        ms_per_token_p50=statistics.median(per_token) if per_token else None,
-    )
-
-
-def verdict(canary: Health, live: Health, elapsed_s: float, settings: Settings) -> tuple[bool, str] | None:
-    """None: keep watching. (True, why): promote. (False, why): roll back."""
-    allowed_errors = settings.canary_max_error_rate * settings.canary_requests
-    if canary.errors > allowed_errors:  # more failures than the whole window may have: no need to wait for it
-        return False, f"{canary.errors} errors in {canary.requests} canary answers"
-    if canary.requests < settings.canary_requests and elapsed_s < settings.canary_seconds:
-        return None
-    if canary.error_rate > settings.canary_max_error_rate:
-        return False, f"error rate {canary.error_rate:.1%} > {settings.canary_max_error_rate:.1%}"
-    if canary.ms_per_token_p50 is not None and live.ms_per_token_p50 is not None:
-        limit = live.ms_per_token_p50 * settings.canary_max_latency_ratio
-        if canary.ms_per_token_p50 > limit:
-            return False, f"p50 {canary.ms_per_token_p50:.1f} ms/token > {limit:.1f} (live × ratio)"
-    return (
-        True,
-        f"{canary.requests} answers, error rate {canary.error_rate:.1%}, p50 {canary.ms_per_token_p50} ms/token",
-    )
-
-
 async def evaluate_canary(session: AsyncSession, settings: Settings) -> str | None:
     """Check the canary once (caller's transaction); returns 'promoted' / 'rolled_back' when it decided."""
     canary = await _current(session, "canary", lock=True)
@@ -162,20 +114,48 @@ async def evaluate_canary(session: AsyncSession, settings: Settings) -> str | No
     c_health = await health_since(session, canary.engine_id, canary.started_at)
     l_health = await health_since(session, live.engine_id, canary.started_at) if live else Health(0, 0, None)
     canary.requests, canary.errors = c_health.requests, c_health.errors
-    decision = verdict(c_health, l_health, (utcnow() - canary.started_at).total_seconds(), settings)
+    if canary.held:  # an operator decides this one
+        return None
+    elapsed = (utcnow() - canary.started_at).total_seconds()
+    decision = verdict(c_health, l_health, canary.evidence, elapsed, settings)
     if decision is None:
         return None
     promote, reason = decision
     if not promote:
         _roll_back_canary(session, canary, live, reason)
         return "rolled_back"
+    _promote(session, canary, live, f"promoted: {reason}")
+    return "promoted"
+
+
+def _promote(session: AsyncSession, canary: Deployment, live: Deployment | None, reason: str) -> None:
     if live is not None:
         _end(live, "retired", f"replaced by engine {canary.engine_id}")
-    canary.state, canary.traffic_percent, canary.reason = "live", 100.0, f"promoted: {reason}"
+    canary.state, canary.traffic_percent, canary.reason, canary.held = "live", 100.0, reason, False
     enqueue(session, _live_event(canary, live.engine_id if live else None))
     ROLLOUTS.labels("promoted").inc()
-    log.info("canary %s promoted: %s", canary.engine_id, reason)
-    return "promoted"
+    log.info("canary %s %s", canary.engine_id, reason)
+
+
+async def promote(session: AsyncSession, reason: str) -> DeploymentLive:
+    """Operator promotion of the canary, whatever its evidence says (the reason is kept with it)."""
+    canary = await _current(session, "canary", lock=True)
+    if canary is None:
+        raise RolloutError("nothing to promote: there is no canary")
+    live = await _current(session, "live", lock=True)
+    _promote(session, canary, live, f"promoted by operator: {reason}")
+    return _live_event(canary, live.engine_id if live else None)
+
+
+async def hold(session: AsyncSession, held: bool, reason: str) -> Deployment:
+    """Hold the canary (no automatic verdict until released, promoted or rolled back) or release the hold."""
+    canary = await _current(session, "canary", lock=True)
+    if canary is None:
+        raise RolloutError("nothing to hold: there is no canary")
+    canary.held = held
+    canary.reason = f"{'held' if held else 'released'} by operator: {reason}"
+    log.info("canary %s %s", canary.engine_id, canary.reason)
+    return canary
 
 
 async def rollback(session: AsyncSession, reason: str, is_ready: ReadyCheck | None = None) -> DeploymentRolledBack:

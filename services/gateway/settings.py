@@ -21,8 +21,27 @@ class Settings(KefuSettings):
     gateway_key_cache_seconds: float = Field(default=5.0, ge=0, description="How long a revoked key may still pass.")
     gateway_grace_seconds: float = Field(default=5.0, ge=0, description="In-flight gRPC calls finish on shutdown.")
     canary_percent: float = Field(default=10.0, gt=0, le=100, description="Traffic share of a new engine.")
-    canary_requests: int = Field(default=50, ge=1, description="Canary answers before the verdict.")
-    canary_seconds: float = Field(default=600.0, gt=0, description="Verdict at the latest after this long.")
+    canary_requests: int = Field(default=50, ge=1, description="Canary answers (real + replayed) before the verdict.")
+    canary_seconds: float = Field(
+        default=600.0, gt=0, description="Verdict after this long if the canary has canary_min_answers by then."
+    )
+    canary_min_answers: int = Field(
+        default=20, ge=1, description="No promotion with fewer canary answers (real + replayed), however long."
+    )
+    canary_shadow: bool = Field(
+        default=True, description="Replay questions to the canary and the live engine; promotion waits for it."
+    )
+    canary_shadow_recent: int = Field(default=30, ge=0, description="Recent customer questions replayed.")
+    canary_shadow_eval: int = Field(default=30, ge=0, description="Held-out FAQ questions (eval split) replayed.")
+    canary_shadow_max_tokens: int = Field(default=128, ge=1)
+    canary_shadow_concurrency: int = Field(default=4, ge=1, description="Replayed questions in flight at once.")
+    canary_min_corrections: float = Field(
+        default=1.0, ge=0, le=1, description="Share of approved corrections the canary must answer as approved."
+    )
+    canary_max_quality_drop: float = Field(
+        default=0.03, ge=0, le=1, description="Canary replay char-F1 may be at most this below the live engine's."
+    )
+    canary_max_handoff_increase: float = Field(default=0.05, ge=0, le=1)
     canary_max_error_rate: float = Field(default=0.05, ge=0, le=1)
     canary_max_latency_ratio: float = Field(
         default=1.5, gt=0, description="Canary p50 ms/token may be at most this × the live engine's."

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from libs.common.pii import DEFAULT_KINDS
+
 PII_KINDS = ("phone", "email", "id_card", "bank_card", "address")
 
 
@@ -46,7 +48,7 @@ class IngestOptions(BaseModel):
     # PII and sensitive words.
     redact_pii: bool = True
     pii_kinds: tuple[str, ...] = Field(
-        default=("phone", "email", "id_card", "bank_card"),
+        default=DEFAULT_KINDS,
         description="Kinds to redact; add 'address' for the (heuristic) street-address rule.",
     )
     keep_email_domains: tuple[str, ...] = Field(

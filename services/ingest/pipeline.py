@@ -28,7 +28,7 @@ from services.ingest.cleaning import clean_pair, filter_pair
 from services.ingest.dedup import dedup, question_key
 from services.ingest.errors import IngestError
 from services.ingest.options import IngestOptions
-from services.ingest.pii import Redactor
+from libs.common.pii import Redactor
 from services.ingest.sources import QAPair, display_source, extract_pair, resolve_mapping
 from services.ingest.split import split_keys
 

@@ -19,7 +19,8 @@ from libs.common.retrieval import Retriever, calibrate_threshold
 from services.trainer import augment, grounding
 from services.trainer.config import TrainConfig
 from services.trainer.data import FaqRow
-from services.trainer.evaluate import evaluate_rows, score
+from libs.common.scoring import score
+from services.trainer.evaluate import evaluate_rows
 
 RETRIEVAL_FILE = "retrieval.json"
 

@@ -1,5 +1,6 @@
 """The canary verdict on SQLite, the embedded stack's default database: SQLite hands back naive datetimes, and the
-elapsed-time check must still work (it once crashed here, so the demo's retrained engine never went live)."""
+elapsed-time check must still work (it once crashed here, so the demo's retrained engine never went live). Time
+alone never promotes: the canary waits for evidence, and an operator's hold stops the verdict."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ from sqlalchemy import select
 
 from libs.common.db import open_database
 from libs.common.tables import Deployment, OutboxMessage, utcnow
-from services.gateway.rollout import evaluate_canary
+from services.gateway.canary import Probe, Reply, compare
+from services.gateway.rollout import evaluate_canary, hold
 from services.gateway.settings import Settings
+
+PROBES = [Probe(f"问题{i}", f"答案{i}", "eval") for i in range(25)]
+REPLIES = [Reply(p.reference or "", ms_per_token=5.0) for p in PROBES]
 
 
 def deployment(engine_id: str, state: str, **fields: object) -> Deployment:
@@ -21,7 +26,7 @@ def deployment(engine_id: str, state: str, **fields: object) -> Deployment:
     )  # fmt: skip
 
 
-async def test_a_canary_past_its_time_is_promoted_on_sqlite(tmp_path: Path) -> None:
+async def test_a_canary_past_its_time_waits_for_evidence_then_is_promoted_on_sqlite(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path, canary_seconds=5, canary_requests=50)
     url = settings.effective_database_url
     assert url.startswith("sqlite")
@@ -31,6 +36,15 @@ async def test_a_canary_past_its_time_is_promoted_on_sqlite(tmp_path: Path) -> N
             session.add(
                 deployment("e-new", "canary", traffic_percent=10.0, started_at=utcnow() - timedelta(seconds=60))
             )
+        async with sessions() as session, session.begin():
+            assert await evaluate_canary(session, settings) is None  # no traffic, no replay: no evidence
+        async with sessions() as session, session.begin():
+            canary = await session.scalar(select(Deployment).where(Deployment.state == "canary"))
+            canary.evidence = compare(PROBES, REPLIES, REPLIES)  # what the shadow replay stores
+            await hold(session, True, "looking at it")
+        async with sessions() as session, session.begin():
+            assert await evaluate_canary(session, settings) is None  # held: the operator decides
+            await hold(session, False, "done")
         async with sessions() as session, session.begin():
             assert await evaluate_canary(session, settings) == "promoted"
         async with sessions() as session:

@@ -10,7 +10,6 @@ from libs.common import apikeys
 from services.gateway import access
 from services.gateway.errors import GatewayError, rate_limited, unauthenticated
 from services.gateway.openai_api import ChatCompletionRequest
-from services.gateway.rollout import Health, verdict
 from services.gateway.routing import Router, Target
 from services.gateway.settings import Settings
 from services.gateway.stats import histogram, percentile, suggest_max_length, summarize
@@ -38,23 +37,6 @@ def test_token_bucket_allows_the_rate_then_says_how_long_to_wait() -> None:
 def test_key_hash_is_sha256_and_never_the_key() -> None:
     digest = apikeys.hash_key("kefu_k1_secret")
     assert len(digest) == 64 and "secret" not in digest and digest == apikeys.hash_key("kefu_k1_secret")
-
-
-@pytest.mark.parametrize(
-    ("canary", "live", "elapsed", "expected"),
-    [
-        (Health(3, 0, 10.0), Health(30, 0, 10.0), 5, None),  # too early
-        (Health(3, 2, 10.0), Health(30, 0, 10.0), 5, False),  # more errors than the window may have: at once
-        (Health(10, 1, 10.0), Health(30, 0, 10.0), 5, True),  # 10 % is the limit, not above it
-        (Health(10, 0, 16.0), Health(30, 0, 10.0), 5, False),  # slower than 1.5 × live
-        (Health(10, 0, 14.0), Health(30, 0, 10.0), 5, True),
-        (Health(2, 0, 14.0), Health(30, 0, None), 61, True),  # time is up; too few to judge latency badly
-        (Health(0, 0, None), Health(0, 0, None), 61, True),
-    ],
-)
-def test_canary_verdict(canary: Health, live: Health, elapsed: float, expected: bool | None) -> None:
-    decision = verdict(canary, live, elapsed, SETTINGS)
-    assert (decision[0] if decision else None) is expected
 
 
 def test_length_statistics() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from services.ingest.options import IngestOptions
-from services.ingest.pii import Redactor, luhn_valid, valid_id_card
+from libs.common.pii import Redactor, luhn_valid, valid_id_card
 
 REDACTOR = Redactor(IngestOptions())
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.trainer.evaluate import char_f1, exact_match, normalize, score
+from libs.common.scoring import char_f1, exact_match, normalize, score
 
 
 def test_normalize_touches_whitespace_only() -> None:

@@ -1,4 +1,5 @@
-"""PII redaction and the sensitive-word list. Runs on cleaned text, before filters, dedup and anything is written.
+"""PII redaction and the sensitive-word list. Ingest runs it on cleaned text before anything is written; the gateway
+on logged questions before it replays them to a canary.
 
 Each hit becomes a typed placeholder ([PHONE], [EMAIL], [ID_CARD], [BANK_CARD], [ADDRESS], [SENSITIVE]) so the
 model learns that "a number goes here" rather than the number. Decisions, chosen to avoid redacting things that
@@ -21,8 +22,9 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from services.ingest.options import IngestOptions
+DEFAULT_KINDS = ("phone", "email", "id_card", "bank_card")
 
 PLACEHOLDERS = {
     "phone": "[PHONE]",
@@ -94,6 +96,29 @@ def _sub(
     return pattern.sub(repl, text)
 
 
+class RedactionOptions(Protocol):
+    """What a redactor is configured with (ingest's ``IngestOptions`` has these fields)."""
+
+    @property
+    def redact_pii(self) -> bool: ...
+    @property
+    def pii_kinds(self) -> tuple[str, ...]: ...
+    @property
+    def keep_email_domains(self) -> tuple[str, ...]: ...
+    @property
+    def sensitive_words(self) -> tuple[str, ...]: ...
+
+
+@dataclass(frozen=True)
+class DefaultRedaction:
+    """The default rules (every kind but the heuristic address rule, no sensitive words)."""
+
+    redact_pii: bool = True
+    pii_kinds: tuple[str, ...] = DEFAULT_KINDS
+    keep_email_domains: tuple[str, ...] = ()
+    sensitive_words: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Redaction:
     text: str
@@ -107,7 +132,7 @@ class Redaction:
 class Redactor:
     """Compiled redaction rules for one set of options; ``redact`` is pure."""
 
-    def __init__(self, options: IngestOptions) -> None:
+    def __init__(self, options: RedactionOptions) -> None:
         self._kinds = set(options.pii_kinds) if options.redact_pii else set()
         self._keep_domains = set(options.keep_email_domains)
         words = sorted(options.sensitive_words, key=len, reverse=True)
