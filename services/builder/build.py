@@ -19,8 +19,15 @@ from services.builder import repository
 from services.builder.engine import ENGINE_META, Engine
 from services.builder.errors import BuildError
 from services.builder.export import export_engine_files, load_checkpoint
-from services.builder.gate import resolve_prompts, retrieval_manifest, run_gate
-from services.builder.settings import DEFAULT_MIN_AGREEMENT
+from services.builder.gate import run_gate
+from services.builder.gate_checks import Thresholds
+from services.builder.gate_prompts import resolve_prompts, retrieval_manifest
+from services.builder.settings import (
+    DEFAULT_MAX_QUALITY_DROP,
+    DEFAULT_MIN_AGREEMENT,
+    DEFAULT_MIN_EXACT_MATCH,
+    DEFAULT_MIN_REGRESSION,
+)
 
 PRECISIONS = ("fp32", "int8", "fp16")
 
@@ -62,6 +69,9 @@ def build(
     dataset_dir: Path | None = None,
     model_name: str = repository.DEFAULT_MODEL_NAME,
     min_agreement: float = DEFAULT_MIN_AGREEMENT,
+    min_regression: float = DEFAULT_MIN_REGRESSION,
+    max_quality_drop: float = DEFAULT_MAX_QUALITY_DROP,
+    min_exact_match: float = DEFAULT_MIN_EXACT_MATCH,
     max_prompts_per_split: int = 64,
     max_new_tokens: int | None = None,
 ) -> BuildResult:
@@ -94,17 +104,20 @@ def build(
         _write_json(staging / ENGINE_META, meta)
         # The id covers the engine files and their settings, so rebuilding the same model gives the same id.
         engine_id = f"sha-{tree_sha256(staging)[:16]}"
-        report = run_gate(ckpt, Engine.from_dir(staging), prompts, max_new_tokens=budget, min_agreement=min_agreement)
+        thresholds = Thresholds(min_agreement, min_regression, max_quality_drop, min_exact_match)
+        report = run_gate(ckpt, Engine.from_dir(staging), prompts, max_new_tokens=budget, thresholds=thresholds)
         report.update(engine_id=engine_id, model_id=meta["model_id"], precision=precision, **files)
         if not report["passed"]:
             rejected = Path(repo_dir) / ".rejected" / f"{model_name}-{engine_id}.quality.json"
             rejected.parent.mkdir(parents=True, exist_ok=True)
             _write_json(rejected, report)
             raise BuildError(
-                f"quality gate failed: agreement {report['agreement']:.3f} < {min_agreement} on "
-                f"{report['n_prompts']} prompts ({precision}); nothing installed, report at {rejected}"
+                f"quality gate failed: {'; '.join(report['failed_checks'])} ({report['n_prompts']} prompts, "
+                f"{precision}); nothing installed, report at {rejected}"
             )
         quality = {k: v for k, v in report.items() if isinstance(v, float | int | bool | str)}
+        # engine.built's quality is flat (float | bool | str): the list of reasons travels as one string.
+        quality["failed_checks"] = "; ".join(report["failed_checks"])
         _write_json(staging / ENGINE_META, {**meta, "engine_id": engine_id, "quality": quality})
         _write_json(staging / "quality.json", report)
         repository.write_config(repo_dir, model_name)

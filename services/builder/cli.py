@@ -12,7 +12,12 @@ import typer
 
 from services.builder.errors import BuildError
 from services.builder.repository import DEFAULT_MODEL_NAME
-from services.builder.settings import DEFAULT_MIN_AGREEMENT
+from services.builder.settings import (
+    DEFAULT_MAX_QUALITY_DROP,
+    DEFAULT_MIN_AGREEMENT,
+    DEFAULT_MIN_EXACT_MATCH,
+    DEFAULT_MIN_REGRESSION,
+)
 
 
 def build_command(
@@ -29,7 +34,18 @@ def build_command(
     min_agreement: Annotated[float, typer.Option(help="Gate threshold: share of prompts equal to torch greedy.")] = (
         DEFAULT_MIN_AGREEMENT
     ),
-    max_prompts: Annotated[int, typer.Option(help="Gate prompts taken from each of eval and train.")] = 64,
+    min_regression: Annotated[
+        float, typer.Option(help="Gate threshold: share of approved corrections answered exactly as approved.")
+    ] = DEFAULT_MIN_REGRESSION,
+    max_quality_drop: Annotated[
+        float, typer.Option(help="Gate threshold: how much lower the engine's gold exact match may be than torch's.")
+    ] = DEFAULT_MAX_QUALITY_DROP,
+    min_exact_match: Annotated[
+        float, typer.Option(help="Gate threshold: the engine's gold exact match floor (0: off).")
+    ] = DEFAULT_MIN_EXACT_MATCH,
+    max_prompts: Annotated[
+        int, typer.Option(help="Gate prompts taken from each of eval and train (all regression rows are used).")
+    ] = 64,
     max_new_tokens: Annotated[
         int | None, typer.Option(help="Generation budget (default: kefu_model.json max_length).")
     ] = None,
@@ -46,6 +62,9 @@ def build_command(
             dataset_dir=dataset,
             model_name=model_name,
             min_agreement=min_agreement,
+            min_regression=min_regression,
+            max_quality_drop=max_quality_drop,
+            min_exact_match=min_exact_match,
             max_prompts_per_split=max_prompts,
             max_new_tokens=max_new_tokens,
         )
@@ -55,7 +74,9 @@ def build_command(
     q = result.quality
     typer.echo(
         f"{result.triton_model} version {result.triton_version} ({result.precision}, {result.engine_id}): "
-        f"agreement {q['agreement']}, exact match {q['exact_match']}, {q['decode_tok_s']} tok/s -> {result.version_dir}"
+        f"agreement {q['agreement']}, exact match {q['exact_match']} (trained model {q['torch_exact_match']}), "
+        f"regression {q['exact_match_regression']} on {q['n_regression']} corrections, {q['decode_tok_s']} tok/s "
+        f"-> {result.version_dir}"
     )
     if not offline:
         from services.builder.publish import publish_engine

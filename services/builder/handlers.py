@@ -117,6 +117,9 @@ async def _build(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
             dataset_dir=dataset_dir if dataset_dir.is_dir() else None,
             model_name=settings.triton_model_name,
             min_agreement=settings.builder_min_agreement,
+            min_regression=settings.builder_min_regression,
+            max_quality_drop=settings.builder_max_quality_drop,
+            min_exact_match=settings.builder_min_exact_match,
             max_prompts_per_split=settings.builder_max_prompts,
         )
     except Exception as exc:  # BuildError (gate, broken model) or anything unexpected: the job fails loudly

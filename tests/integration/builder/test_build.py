@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from services.builder.build import build
 from services.builder.engine import Engine, answer_stream, encode_question
 from services.builder.errors import BuildError
 from services.builder.export import Checkpoint, quantize_int8
-from services.builder.gate import dataset_prompts, run_gate, torch_greedy
+from services.builder.gate import run_gate, torch_greedy
+from services.builder.gate_prompts import dataset_prompts
 from tests.integration.conftest import FAQ, MAX_NEW_TOKENS, Built
 
 pytestmark = pytest.mark.slow
@@ -31,8 +33,11 @@ def test_build_writes_a_gated_triton_version(built: Built) -> None:
     assert (meta["model_id"], meta["dataset_id"]) == ("sha-test-model", "sha-test-dataset")
     report = json.loads(result.report_path.read_text())
     print("fp32 gate:", {k: report[k] for k in ("agreement", "exact_match", "decode_tok_s", "torch_decode_tok_s")})
-    assert report["agreement"] == 1.0 and report["passed"] is True
-    assert report["n_eval"] == 3 and report["n_train"] == len(FAQ) - 3
+    assert report["agreement"] == 1.0 and report["passed"] is True and report["failed_checks"] == []
+    assert report["n_eval"] == 3 and report["n_train"] == len(FAQ) - 3 and report["n_regression"] == 0
+    # Random weights answer nothing right, through the engine or torch alike: the relative check has nothing to lose.
+    assert report["exact_match"] == report["torch_exact_match"] == 0.0
+    assert result.quality["failed_checks"] == "" and result.quality["torch_char_f1"] == report["torch_char_f1"]
     assert not [p for p in built.repo.joinpath("kefu-chat").iterdir() if p.name.startswith(".staging")]
 
 
@@ -97,3 +102,25 @@ def test_failed_gate_installs_nothing(model_dir: Path, dataset_dir: Path, tmp_pa
     data = json.loads(report.read_text())
     print("int8 build gate:", {k: data[k] for k in ("agreement", "decode_tok_s", "export_s", "quantize_s")})
     assert data["passed"] is False and data["precision"] == "int8"
+
+
+def test_unanswered_corrections_fail_the_gate_and_install_nothing(
+    model_dir: Path, dataset_dir: Path, tmp_path: Path
+) -> None:
+    # A released dataset carries its approved corrections; the random-weight model cannot answer them, so even a
+    # perfectly faithful export (agreement 1.0) must not reach Triton.
+    dataset = Path(shutil.copytree(dataset_dir, tmp_path / "dataset"))
+    fixes = [
+        {"instruction": "如何申请退款？", "input": "", "output": "在“我的订单”里点击“退款”，1-3个工作日到账。"},
+        {"instruction": "CDN怎么收费？", "input": "", "output": "按流量计费，每月1日出账。"},
+    ]
+    (dataset / "regression.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in fixes) + "\n")
+    repo = tmp_path / "repo"
+    with pytest.raises(BuildError, match=r"quality gate failed: regression exact match 0\.00 < 1\.00: 2 of 2 corr"):
+        build(model_dir, repo, precision="fp32", dataset_dir=dataset)
+    assert not [p for p in (repo / "kefu-chat").iterdir() if p.name != ".rejected"]
+    (report,) = (repo / ".rejected").glob("kefu-chat-*.quality.json")
+    data = json.loads(report.read_text())
+    assert data["passed"] is False and data["agreement"] == 1.0 and data["n_regression"] == 2
+    assert [c.split(":")[0] for c in data["failed_checks"]] == ["regression exact match 0.00 < 1.00"]
+    assert [m["approved"] for m in data["regression_misses"]] == [r["output"] for r in fixes]

@@ -13,7 +13,7 @@ from services.builder.build import build
 from services.builder.cli import register
 from services.builder.errors import BuildError
 from services.builder.export import load_checkpoint
-from services.builder.gate import dataset_prompts, held_prompts
+from services.builder.gate_prompts import dataset_prompts, held_prompts
 
 
 def test_valid_model_dir_loads(model_dir: Path) -> None:
