@@ -91,6 +91,14 @@ class ModelFailed(Event):
     dataset_id: str
     reason: str
     run_id: str | None = None
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="The run's metrics when it trained but missed the quality gate; else empty."
+    )
+    missed: list[str] = Field(
+        default_factory=list,
+        description="Quality-gate thresholds the model missed, e.g. 'train_exact_match 0.14 < 0.90'; empty when "
+        "training itself failed.",
+    )
 
 
 class EngineBuilt(Event):

@@ -1,4 +1,4 @@
-"""``kefu lineage ID``: dataset → run → model → engine → deployment, and the flags behind the dataset.
+"""``kefu lineage ID``: dataset → run → model → engine → deployment, failed runs, and the flags behind the dataset.
 
 ID may name a dataset, a model, an engine, a flag or an answer; each resolves to the dataset it descends from.
 """
@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from libs.common.tables import Answer, Dataset, Deployment, Engine, Flag, Model
+from libs.common.events import Topic
+from libs.common.tables import Answer, Dataset, Deployment, Engine, EventLedger, Flag, Model
 from services.feedback.errors import FeedbackError
 
 MAX_ANCESTORS = 50  # parent chains are short; the cap only guards against a cycle written by hand
@@ -39,7 +40,7 @@ async def collect_lineage(sessions: async_sessionmaker, ident: str) -> dict[str,
     async with sessions() as session:
         kind, dataset_id = await _resolve(session, ident)
         doc: dict[str, Any] = {"query": ident, "kind": kind, "dataset_id": dataset_id, "dataset": None}
-        doc.update(ancestors=[], models=[], flags=[])
+        doc.update(ancestors=[], models=[], failures=[], flags=[])
         if dataset_id is None:
             return doc
         dataset = await session.get(Dataset, dataset_id)
@@ -78,6 +79,22 @@ async def collect_lineage(sessions: async_sessionmaker, ident: str) -> dict[str,
             doc["models"].append(
                 {"model_id": model.model_id, "run_id": model.run_id, "metrics": model.metrics, "engines": engines}
             )
+        # A run that crashed or missed the trainer's quality gate has no models row: only its model.failed event.
+        failed = await session.scalars(
+            select(EventLedger)
+            .where(EventLedger.topic == Topic.MODEL_FAILED.value, EventLedger.key == dataset_id)
+            .order_by(EventLedger.occurred_at)
+        )
+        doc["failures"] = [
+            {
+                "run_id": e.payload.get("run_id"),
+                "reason": e.payload.get("reason", ""),
+                "missed": e.payload.get("missed", []),
+                "metrics": e.payload.get("metrics", {}),
+                "occurred_at": e.occurred_at.isoformat(),
+            }
+            for e in failed.all()
+        ]
         flag_ids = list(dataset.flag_ids or []) if dataset else []
         flags = await session.execute(
             select(Flag, Answer.question)
@@ -108,7 +125,8 @@ def format_lineage(doc: dict[str, Any]) -> list[str]:
         f"dataset {doc['dataset_id']}" + (f" ({ds['source']}; {counts})" if ds else " (not in the datasets table)")
     ]
     lines += [f"  ↑ parent {a['dataset_id']} ({a['source'] or 'unknown'})" for a in doc["ancestors"]]
-    if not doc["models"]:
+    failures = doc.get("failures", [])
+    if not doc["models"] and not failures:
         lines.append("  no model trained on it yet")
     for m in doc["models"]:
         metrics = ", ".join(f"{k} {v:.3f}" for k, v in sorted(m["metrics"].items()) if isinstance(v, int | float))
@@ -124,6 +142,13 @@ def format_lineage(doc: dict[str, Any]) -> list[str]:
                 lines.append(
                     f"      deployment #{d['id']} {d['state']} {d['traffic_percent']:g}% since {d['started_at']}"
                 )
+    for f in failures:
+        run = f"  run {f['run_id'] or '-'} → "
+        if f["missed"]:
+            lines.append(run + "model FAILED the quality gate (not announced)")
+            lines += [f"    missed {miss}" for miss in f["missed"]]
+        else:
+            lines.append(run + f"training FAILED: {f['reason'][:200]}")
     lines.append(f"flags behind {doc['dataset_id']}: {len(doc['flags'])}")
     for f in doc["flags"]:
         lines.append(f"  {f['flag_id']} [{f['status']}] {f['question']!r} → {f['correction']!r} (by {f['agent']})")

@@ -24,11 +24,11 @@ from typing import Any, Protocol
 
 from libs.common import knowledge, retrieval
 from libs.common.knowledge import KNOWLEDGE_FILE, entry_id_for
+from libs.common.pii import Redactor
 from services.ingest.cleaning import clean_pair, filter_pair
 from services.ingest.dedup import dedup, question_key
 from services.ingest.errors import IngestError
 from services.ingest.options import IngestOptions
-from libs.common.pii import Redactor
 from services.ingest.sources import QAPair, display_source, extract_pair, resolve_mapping
 from services.ingest.split import split_keys
 

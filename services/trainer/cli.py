@@ -1,16 +1,20 @@
-"""``kefu train``: fine-tune a base model on an ingested dataset dir, track it, and publish it unless offline."""
+"""``kefu train``: fine-tune a base model on an ingested dataset dir, track it, and publish it unless offline:
+``model.trained`` if it passes the quality gate, else ``model.failed`` and exit code 1."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from services.trainer.config import TrainConfig
 from services.trainer.settings import Settings
+
+if TYPE_CHECKING:  # torch/TRL: imported only when training
+    from services.trainer.sft import TrainResult
 
 
 def _echo_progress(event: dict[str, Any]) -> None:
@@ -21,6 +25,23 @@ def _echo_progress(event: dict[str, Any]) -> None:
                 f"step {event['step']}/{event['max_steps']} (epoch {event['epoch']:.1f}): "
                 f"{split} loss {event[f'eval_{split}_loss']:.4f}"
             )
+
+
+def _echo_gate(result: TrainResult, cfg: TrainConfig, out: Path, keep_failed: bool) -> None:
+    from services.trainer.gate import unmeasured
+
+    skipped = unmeasured(result.metrics, cfg)
+    note = f" (not measured, skipped: {', '.join(skipped)})" if skipped else ""
+    if not result.missed:
+        typer.echo(f"quality gate passed{note}")
+        return
+    typer.echo(f"quality gate FAILED{note}; missed thresholds:", err=True)
+    for miss in result.missed:
+        typer.echo(f"  {miss}", err=True)
+    if keep_failed:
+        typer.echo(f"model kept at {out} for inspection (--keep-failed); it is not announced", err=True)
+    else:
+        typer.echo(f"nothing written to {out} (--keep-failed keeps the model for inspection)", err=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -46,8 +67,16 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int | None, typer.Option()] = None,
         tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI; default KEFU_MLFLOW_TRACKING_URI.")] = None,
         no_tracking: Annotated[bool, typer.Option("--no-tracking", help="Skip MLflow.")] = False,
+        keep_failed: Annotated[
+            bool,
+            typer.Option(
+                "--keep-failed", help="Write the model to --out even if it misses the quality gate (still exits 1)."
+            ),
+        ] = False,
     ) -> None:
-        """Fine-tune on DATASET_DIR and write the model to --out."""
+        """Fine-tune on DATASET_DIR and write the model to --out if it passes the quality gate (else exit 1).
+
+        The gate's thresholds are gate_min/gate_max of the training config (services/trainer/config.py)."""
         from services.trainer.sft import train_model  # heavy (torch/TRL): import only when training
 
         settings = Settings()
@@ -74,10 +103,11 @@ def register(app: typer.Typer) -> None:
             tracking_uri=None if no_tracking else tracking_uri or settings.tracking_uri(),
             artifact_root=settings.home,
             progress=_echo_progress,
+            keep_failed=keep_failed,
         )
         m = result.metrics
         typer.echo(
-            f"model {result.model_id} -> {result.model_dir}\n"
+            f"model {result.model_id} -> {result.model_dir if not result.missed or keep_failed else '(not written)'}\n"
             f"train_exact_match={m['train_exact_match']:.3f} eval_exact_match={m.get('eval_exact_match', 0):.3f} "
             f"eval_char_f1={m.get('eval_char_f1', 0):.3f} train {m['train_seconds']:.1f}s "
             f"{m['tokens_per_second']:.0f} tok/s"
@@ -96,6 +126,13 @@ def register(app: typer.Typer) -> None:
                 else ""
             )
         )
+        _echo_gate(result, cfg, out, keep_failed)
+        if result.missed:
+            if not offline:
+                from services.trainer.publish import publish_failure
+
+                publish_failure(result)
+            raise typer.Exit(1)
         if not offline:
             from services.trainer.publish import publish_model
 

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# The quality gate (services/trainer/gate.py): metric name -> bound. The floors sit below what legitimate runs of the
+# tiny offline base measure (sample: train EM 1.0, held-out paraphrase EM ~0.86; 45-row test fixture: 0.98 / 0.85;
+# 15-row FAQ: 1.0 / 1.0) and far above an undertrained one (15 rows at 40 epochs: train EM 0.14; a few steps: 0).
+# Every approved correction behind the dataset must be answered with its correction (regression EM 1.0).
+DEFAULT_GATE_MIN: dict[str, float | None] = {
+    "train_exact_match": 0.9,
+    "regression_exact_match": 1.0,
+    "paraphrase_exact_match": 0.5,
+}
+# Calibration keeps ~97% of held-out paraphrases answered; handing off more means retrieval/threshold broke.
+DEFAULT_GATE_MAX: dict[str, float | None] = {"handoff_rate_in_scope": 0.1}
 
 
 class TrainConfig(BaseModel):
@@ -80,8 +93,42 @@ class TrainConfig(BaseModel):
     lora_target_modules: list[str] | Literal["all-linear"] = "all-linear"
     gen_max_new_tokens: int = Field(default=128, ge=1, description="Greedy generation budget during evaluation.")
     gen_batch_size: int = Field(default=16, ge=1)
+    gate_min: dict[str, float | None] = Field(
+        default_factory=lambda: dict(DEFAULT_GATE_MIN),
+        description="Quality gate floors, metric -> lowest passing value. Given keys override the defaults one by "
+        "one; null switches one off. A metric the run did not measure (no regression rows) is skipped.",
+    )
+    gate_max: dict[str, float | None] = Field(
+        default_factory=lambda: dict(DEFAULT_GATE_MAX),
+        description="Quality gate ceilings, metric -> highest passing value; merged with the defaults like gate_min.",
+    )
     registered_model_name: str = "kefu-faq"
     experiment_name: str = "kefu-trainer"
+
+    @field_validator("gate_min", "gate_max", mode="before")
+    @classmethod
+    def _merge_gate_defaults(cls, value: Any, info: Any) -> Any:
+        # Relaxing one threshold in YAML must not silently drop the others (e.g. the regression set's 100%).
+        defaults = DEFAULT_GATE_MIN if info.field_name == "gate_min" else DEFAULT_GATE_MAX
+        return {**defaults, **value} if isinstance(value, dict) else value
+
+    @field_validator("gate_min", "gate_max")
+    @classmethod
+    def _check_gate_bounds(cls, value: dict[str, float | None]) -> dict[str, float | None]:
+        for name, bound in value.items():
+            if not name.strip():
+                raise ValueError("a gate metric name is empty")
+            if bound is not None and not math.isfinite(bound):
+                raise ValueError(f"gate bound of {name} must be a finite number, got {bound}")
+        return value
+
+    @model_validator(mode="after")
+    def _gate_is_satisfiable(self) -> TrainConfig:
+        for name, low in self.gate_min.items():
+            high = self.gate_max.get(name)
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"gate for {name} can never pass: min {low} > max {high}")
+        return self
 
     @classmethod
     def from_yaml(cls, path: Path) -> TrainConfig:

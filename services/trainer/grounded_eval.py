@@ -16,10 +16,10 @@ from typing import Any
 from libs.common import retrieval
 from libs.common.knowledge import Entry
 from libs.common.retrieval import Retriever, calibrate_threshold
+from libs.common.scoring import score
 from services.trainer import augment, grounding
 from services.trainer.config import TrainConfig
 from services.trainer.data import FaqRow
-from libs.common.scoring import score
 from services.trainer.evaluate import evaluate_rows
 
 RETRIEVAL_FILE = "retrieval.json"

@@ -7,7 +7,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Gauge
 
@@ -20,6 +20,9 @@ from libs.common.tables import Job
 from libs.common.telemetry import resumed_trace, trace_headers
 from services.trainer.config import TrainConfig
 from services.trainer.settings import Settings
+
+if TYPE_CHECKING:  # torch/TRL: imported by the worker's warm-up, not by the consumer
+    from services.trainer.sft import TrainResult
 
 log = logging.getLogger("kefu.trainer")
 JOB_KIND = "train"
@@ -63,7 +66,7 @@ def register(rt: ServiceRuntime, wake: asyncio.Event) -> None:
 
 
 async def run_training(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
-    """Train one queued dataset; success → model.trained, failure → model.failed with the reason."""
+    """Train one queued dataset; success → model.trained; failure or a missed quality gate → model.failed."""
     with resumed_trace(job.payload.get("trace"), span_name="kefu.trainer.train"):
         await _train(rt, settings, job)
 
@@ -102,9 +105,29 @@ async def _train(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
             enqueue(session, ModelFailed(dataset_id=event.dataset_id, reason=reason[:2000]))
         rt.kick_outbox()
         return
+    if result.missed:
+        await _gate_failed(rt, job, event, result)
+        shutil.rmtree(work, ignore_errors=True)
+        return
     async with rt.sessions() as session, session.begin():
         await record_model(session, rt.artifacts, result)
         await finish_job(session, job.id, result={"model_id": result.model_id, "metrics": result.metrics})
     rt.kick_outbox()
     shutil.rmtree(work, ignore_errors=True)
     log.info("trained %s → model %s %s", event.dataset_id, result.model_id, result.metrics)
+
+
+async def _gate_failed(rt: ServiceRuntime, job: Job, event: DatasetReady, result: TrainResult) -> None:
+    """The run trained but missed the quality gate: model.failed with its metrics and misses, and no model recorded,
+    so the builder never sees it. The job is failed, not retried: the same data would train the same model."""
+    from services.trainer.publish import gate_failure
+
+    failure = gate_failure(result, dataset_id=event.dataset_id)
+    log.warning(
+        "model %s of %s failed the %s (run %s)", result.model_id, event.dataset_id, failure.reason, result.run_id
+    )
+    async with rt.sessions() as session, session.begin():
+        result_doc = {"model_id": result.model_id, "run_id": result.run_id, "metrics": failure.metrics}
+        await finish_job(session, job.id, error=failure.reason, result={**result_doc, "missed": failure.missed})
+        enqueue(session, failure)
+    rt.kick_outbox()

@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -25,7 +25,7 @@ from trl import SFTConfig, SFTTrainer
 from libs.common.artifacts import tree_sha256
 from libs.common.knowledge import load_knowledge
 from libs.common.prompting import chat_template_sha256
-from services.trainer import grounded_eval, tracking
+from services.trainer import gate, grounded_eval, tracking
 from services.trainer.config import TrainConfig
 from services.trainer.data import choose_max_length, dataset_id, read_card, read_rows, to_dataset, token_lengths
 from services.trainer.evaluate import evaluate_rows
@@ -46,6 +46,8 @@ class TrainResult:
     run_id: str | None
     registered_version: str | None
     champion: bool
+    # Thresholds of the quality gate this run missed (services/trainer/gate.py); empty: it may be announced.
+    missed: list[str] = field(default_factory=list)
 
 
 class _Progress(TrainerCallback):
@@ -152,9 +154,12 @@ def train_model(
     artifact_root: Path | None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     observed_lengths: Sequence[int] | None = None,
+    keep_failed: bool = False,
 ) -> TrainResult:
-    """Fine-tune ``base`` on ``dataset_dir`` and write the model, ``kefu_model.json`` and ``metrics.json`` to
-    ``out_dir``. With ``tracking_uri``, the run is logged to MLflow and registered (alias ``champion`` if best)."""
+    """Fine-tune ``base`` on ``dataset_dir`` and write the model, ``kefu_model.json``, ``metrics.json`` and
+    ``gate.json`` to ``out_dir``. With ``tracking_uri``, the run is logged to MLflow and, if it passed the quality
+    gate, registered (alias ``champion`` if best). A run that misses the gate returns its misses in
+    ``TrainResult.missed`` and leaves ``out_dir`` untouched unless ``keep_failed`` (for inspection)."""
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     train_rows = read_rows(dataset_dir / "train.jsonl")
     eval_rows = read_rows(dataset_dir / "eval.jsonl")
@@ -259,6 +264,8 @@ def train_model(
                 tokens_per_second=trained_tokens / train_seconds,
                 max_length=float(max_length),
             )
+            missed = gate.check(metrics, config)
+            gate_doc = gate.report(metrics, config, missed)
 
             built = work / "model"
             final.save_pretrained(built)
@@ -284,14 +291,20 @@ def train_model(
             if retrieval_manifest:
                 (built / grounded_eval.RETRIEVAL_FILE).write_text(json.dumps(retrieval_manifest, indent=2), "utf-8")
             (built / "eval_samples.json").write_text(json.dumps(samples, ensure_ascii=False, indent=1), "utf-8")
+            (built / gate.GATE_FILE).write_text(json.dumps(gate_doc, indent=2), "utf-8")
 
             registered, champion = None, False
             if run is not None:
                 tracking.log_outcome(built, metrics, history, samples)
-                registered, champion = tracking.register_candidate(
-                    config.registered_model_name, run.info.run_id, model_id, metrics
-                )
-            _place(built, out_dir, work)
+                tracking.log_gate(gate_doc)
+                # A failed model stays in its run for inspection, but never becomes a registry version (or champion).
+                if not missed:
+                    registered, champion = tracking.register_candidate(
+                        config.registered_model_name, run.info.run_id, model_id, metrics
+                    )
+            # A failed model replaces nothing at out_dir (a good model there stays) unless asked to keep it.
+            if not missed or keep_failed:
+                _place(built, out_dir, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return TrainResult(
@@ -305,4 +318,5 @@ def train_model(
         run_id=run.info.run_id if run else None,
         registered_version=registered,
         champion=champion,
+        missed=missed,
     )

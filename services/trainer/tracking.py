@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 CHAMPION_ALIAS = "champion"
 SCORE_TAG = "kefu.score"
+GATE_TAG = "kefu.gate"
 
 
 def start_run(tracking_uri: str, artifact_root: Path, experiment_name: str, run_name: str) -> mlflow.ActiveRun:
@@ -65,6 +66,15 @@ def log_outcome(
     mlflow.log_figure(loss_figure(log_history), "loss_curve.png")
     mlflow.log_dict(samples, "eval/samples.json")
     mlflow.log_artifacts(str(model_dir), artifact_path="model")
+
+
+def log_gate(gate_doc: dict[str, Any]) -> None:
+    """The quality gate's outcome: a tag to filter runs by (``kefu.gate`` = passed/failed) and ``gate.json``."""
+    mlflow.set_tag(GATE_TAG, "passed" if gate_doc["passed"] else "failed")
+    if gate_doc["missed"]:
+        # Tag values are capped (5,000 chars in MLflow); the full list is in gate.json.
+        mlflow.set_tag(f"{GATE_TAG}.missed", "; ".join(gate_doc["missed"])[:4000])
+    mlflow.log_dict(gate_doc, "gate.json")
 
 
 def selection_score(metrics: dict[str, float]) -> float:

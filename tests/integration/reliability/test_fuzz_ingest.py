@@ -7,11 +7,11 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from libs.common.pii import Redactor
 from services.ingest.cleaning import clean_pair, filter_pair, normalize_text
 from services.ingest.dedup import dedup
 from services.ingest.errors import IngestError
 from services.ingest.options import IngestOptions
-from libs.common.pii import Redactor
 from services.ingest.pipeline import prepare_dataset
 from services.ingest.sources import QAPair
 

@@ -54,6 +54,9 @@ def test_loss_fell_and_training_questions_are_answered(trained: dict[str, Any]) 
     assert m["regression_exact_match"] >= 0.9  # the regression rows are trained questions in this fixture
     assert "train_exact_match=" in trained["output"] and "train loss" in trained["output"]
     assert "paraphrase_exact_match=" in trained["output"]
+    assert "quality gate passed" in trained["output"]  # the default thresholds hold for a legitimate run
+    gate = json.loads((trained["out"] / "gate.json").read_text("utf-8"))
+    assert gate["passed"] is True and gate["missed"] == [] and gate["unmeasured"] == []
 
 
 def test_grounded_measures_and_the_calibrated_threshold(trained: dict[str, Any]) -> None:
@@ -86,7 +89,7 @@ def test_model_dir_is_complete_and_content_addressed(trained: dict[str, Any]) ->
     weights_and_tokenizer = out.parent / "hash-check"
     weights_and_tokenizer.mkdir()
     for p in out.iterdir():
-        if p.name not in {"kefu_model.json", "metrics.json", "eval_samples.json", "retrieval.json"}:
+        if p.name not in {"kefu_model.json", "metrics.json", "eval_samples.json", "retrieval.json", "gate.json"}:
             (weights_and_tokenizer / p.name).write_bytes(p.read_bytes())
     assert manifest["model_id"] == f"sha-{tree_sha256(weights_and_tokenizer)[:16]}"
     assert manifest["dataset_id"] == "fixture-cloudmax-v1"
@@ -137,10 +140,11 @@ def test_mlflow_run_is_tracked_and_registered(trained: dict[str, Any]) -> None:
     assert run.data.params["kefu.lr"] == "0.001" and run.data.params["kefu.dataset_id"] == "fixture-cloudmax-v1"
     assert run.data.params["learning_rate"] == "0.001"  # TRL's own MLflow callback
     assert run.data.metrics["train_exact_match"] == trained["metrics"]["train_exact_match"]
+    assert run.data.tags["kefu.gate"] == "passed"
     assert "eval_exact_match" in run.data.metrics and "eval_heldout_loss" in run.data.metrics
     assert len(client.get_metric_history(run.info.run_id, "loss")) >= 50  # ~100 points a run (logging_steps 1%)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"loss_curve.png", "dataset", "model", "eval"} <= artifacts
+    assert {"loss_curve.png", "dataset", "model", "eval", "gate.json"} <= artifacts
     assert run.info.artifact_uri.startswith((trained["home"] / "mlflow").resolve().as_uri())
     champion = client.get_model_version_by_alias("kefu-faq", "champion")
     assert champion.run_id == run.info.run_id
@@ -156,7 +160,10 @@ def test_lora_run_exports_a_merged_model(tmp_path: Path) -> None:
 
     base = resolve_base_model(None, tmp_path / "base-models")
     config = TrainConfig(lora=True, epochs=1, lora_r=4, gen_max_new_tokens=8)
-    result = train_model(FIXTURE_DATASET, tmp_path / "lora", config, base=base, tracking_uri=None, artifact_root=None)
+    # One epoch misses the quality gate; keep_failed still writes the export this test inspects.
+    result = train_model(
+        FIXTURE_DATASET, tmp_path / "lora", config, base=base, tracking_uri=None, artifact_root=None, keep_failed=True
+    )
     assert not (result.model_dir / "adapter_config.json").exists()
     model = AutoModelForCausalLM.from_pretrained(result.model_dir)
     assert not any("lora" in name for name, _ in model.named_parameters())

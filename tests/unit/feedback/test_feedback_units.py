@@ -100,6 +100,36 @@ def test_lineage_lines() -> None:
     assert format_lineage(unlinked) == ["answer ans-1: not linked to any dataset"]
 
 
+def test_lineage_lines_show_failed_runs_with_the_missed_thresholds() -> None:
+    doc = {
+        "query": "ds-3",
+        "kind": "dataset",
+        "dataset_id": "ds-3",
+        "dataset": {"source": "faq.jsonl", "parent": None, "counts": {"train": 15}},
+        "ancestors": [],
+        "models": [],
+        "failures": [
+            {
+                "run_id": "r-9",
+                "reason": "quality gate: train_exact_match 0.14 < 0.90; paraphrase_exact_match 0.20 < 0.50",
+                "missed": ["train_exact_match 0.14 < 0.90", "paraphrase_exact_match 0.20 < 0.50"],
+                "metrics": {"train_exact_match": 0.14, "paraphrase_exact_match": 0.2},
+                "occurred_at": "2026-01-01T00:00",
+            },
+            {"run_id": None, "reason": "FileNotFoundError: gone", "missed": [], "metrics": {}, "occurred_at": "x"},
+        ],
+        "flags": [],
+    }
+    assert format_lineage(doc) == [
+        "dataset ds-3 (faq.jsonl; train 15)",
+        "  run r-9 → model FAILED the quality gate (not announced)",
+        "    missed train_exact_match 0.14 < 0.90",
+        "    missed paraphrase_exact_match 0.20 < 0.50",
+        "  run - → training FAILED: FileNotFoundError: gone",
+        "flags behind ds-3: 0",
+    ]
+
+
 def _flag(**changes: object) -> FlagView:
     values: dict = {
         "flag_id": "fl-1",

@@ -62,9 +62,8 @@ def test_a_canary_as_good_as_live_is_not_worse() -> None:
 def test_evidence_lists_differing_answers_for_the_operator() -> None:
     found = evidence([Reply("开不了。"), *RIGHT[1:]])
     assert found["probes"] == {"regression": 1, "eval": 2, "recent": 1}
-    assert found["differing"] == [
-        {"question": "发票怎么开？", "reference": "在控制台申请发票。", "canary": "开不了。", "live": "在控制台申请发票。"}
-    ]
+    (only,) = found["differing"]
+    assert (only["question"], only["canary"], only["live"]) == ("发票怎么开？", "开不了。", RIGHT[0].text)
 
 
 GOOD = evidence(RIGHT)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.ingest.options import IngestOptions
 from libs.common.pii import Redactor, luhn_valid, valid_id_card
+from services.ingest.options import IngestOptions
 
 REDACTOR = Redactor(IngestOptions())
 
