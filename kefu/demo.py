@@ -10,13 +10,12 @@ import asyncio
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer
 
+from kefu.eventlog import EventLog
 from kefu.questions import ask_all, read_questions, score
 from kefu.registry import service_names, service_settings
 from kefu.stack import Stack
@@ -27,7 +26,6 @@ SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "cloudmax_
 #: The demo's own questions: the sample's entries in customers' words, and questions it does not answer.
 SAMPLE_QUESTIONS = SAMPLE.with_name("cloudmax_questions.jsonl")
 LIVE_FIX_TIMEOUT_S = 20
-STAGE_TIMEOUT_S = 600
 #: Demo pace: a new engine is promoted after a few seconds of canary, and an agent's correction is approved and
 #: released at once. Production defaults are slower and stricter (see the README's configuration table).
 DEMO_ENV = {
@@ -37,36 +35,10 @@ DEMO_ENV = {
 }
 
 
-@dataclass
-class EventLog:
-    """Every lifecycle event seen on the broker, with the monotonic time it arrived."""
-
-    seen: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    async def follow(self, bootstrap: str) -> None:
-        consumer = AIOKafkaConsumer(
-            *(t.value for t in Topic), bootstrap_servers=bootstrap, auto_offset_reset="earliest"
-        )
-        await consumer.start()
-        try:
-            async for record in consumer:
-                async with self.changed:
-                    self.seen.append((time.monotonic(), record.topic, json.loads(record.value)))
-                    self.changed.notify_all()
-        finally:
-            await consumer.stop()
-
-    async def wait_for(self, topics: set[str], match: dict[str, str], timeout: float = STAGE_TIMEOUT_S) -> tuple:
-        def found() -> tuple | None:
-            for at, topic, payload in self.seen:
-                if topic in topics and all(payload.get(k) == v for k, v in match.items()):
-                    return at, topic, payload
-            return None
-
-        async with asyncio.timeout(timeout), self.changed:
-            await self.changed.wait_for(lambda: found() is not None)
-        return found()  # type: ignore[return-value]
+def _check_gate(engine: dict[str, Any]) -> None:
+    """A failed builder gate means no deployment will follow: say why instead of waiting for it."""
+    if not engine.get("passed_gate", True):
+        raise RuntimeError(f"engine {engine['engine_id']} failed its quality gate: {engine['quality']}")
 
 
 async def run_demo(home: Path, kafka_port: int, say, question_sets: list[Path] | None = None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
@@ -121,6 +93,7 @@ async def _pipeline(events: EventLog, say, question_sets: list[Path]) -> dict[st
         out["missing"] = ["builder", "gateway", "feedback"]
         return out
     at, _, payload = await events.wait_for({Topic.ENGINE_BUILT.value}, {"model_id": out["model_id"]})
+    _check_gate(payload)
     out["stages"].append("engine.built")
     out["engine_id"] = payload["engine_id"]
     out["agreement"] = payload["quality"].get("agreement")
@@ -176,16 +149,23 @@ async def _feedback_loop(events: EventLog, out: dict[str, Any], keys: dict[str, 
     if topic == Topic.MODEL_FAILED.value:
         raise RuntimeError(f"retraining failed: {model['reason']}")
     _, _, engine = await events.wait_for({Topic.ENGINE_BUILT.value}, {"model_id": model["model_id"]})
-    at, _, _ = await events.wait_for(
-        {Topic.DEPLOYMENT_LIVE.value}, {"engine_id": engine["engine_id"], "traffic_percent": 100.0}
+    _check_gate(engine)
+    at, topic, outcome = await events.first_of(
+        (Topic.DEPLOYMENT_LIVE.value, {"engine_id": engine["engine_id"], "traffic_percent": 100.0}),
+        (Topic.DEPLOYMENT_ROLLED_BACK.value, {"engine_id": engine["engine_id"]}),
     )
+    if topic == Topic.DEPLOYMENT_ROLLED_BACK.value:
+        raise RuntimeError(f"the corrected engine {engine['engine_id']} was rolled back: {outcome['reason']}")
     say(f"demo: corrected engine {engine['engine_id']} promoted to 100% after {at - started:.1f}s")
+    reason = await _deployment_reason(engine["engine_id"])
+    say(f"demo: canary verdict: {reason}")
     again = await _ask(flagged["question"], keys["app"], say)
     return {
         "live_fix_seconds": round(live, 1) if live is not None else None,
         "feedback_seconds": round(at - started, 1),
         "feedback_dataset_id": ds["dataset_id"],
         "feedback_engine_id": engine["engine_id"],
+        "canary_verdict": reason,
         "corrected_answer": again["answer"],
         "feedback_fixed": normalize_text(again["answer"]) == normalize_text(correction),
         "stages": [
@@ -206,6 +186,19 @@ async def _keys(roles: tuple[str, ...]) -> dict[str, str]:
 
     async with open_database(service_settings("gateway"), migrate=False) as sessions, sessions() as s, s.begin():
         return {role: (await create_key(s, role, name=f"demo-{role}"))[1] for role in roles}
+
+
+async def _deployment_reason(engine_id: str) -> str | None:
+    """Why the rollout decided as it did (the canary's evidence, in words), from the deployments table."""
+    from sqlalchemy import select
+
+    from libs.common.db import open_database
+    from libs.common.tables import Deployment
+
+    async with open_database(service_settings("gateway"), migrate=False) as sessions, sessions() as session:
+        return await session.scalar(
+            select(Deployment.reason).where(Deployment.engine_id == engine_id).order_by(Deployment.id.desc()).limit(1)
+        )
 
 
 async def _ask(question: str, key: str, say) -> dict[str, str]:  # type: ignore[no-untyped-def]

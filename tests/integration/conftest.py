@@ -93,6 +93,8 @@ async def triton(tmp_path_factory: pytest.TempPathFactory, built: Built) -> Asyn
     work = tmp_path_factory.mktemp("triton")
     grpc_port = free_port()
     argv, env = triton_command(built.repo, free_port(), grpc_port, free_port(), work)
+    # Disposable server: at the end of the session do not wait the default 30 s for streams to drain.
+    argv.append("--exit-timeout-secs=3")
     log = work / "tritonserver.log"
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(*argv, env=env, stdout=out, stderr=subprocess.STDOUT)
