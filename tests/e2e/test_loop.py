@@ -75,6 +75,8 @@ def test_demo_runs_the_loop_and_reports_it(tmp_path: Path) -> None:
         assert summary["feedback_fixed"] is True, summary.get("corrected_answer")
         assert "live_fix_seconds" in summary  # null when the engine did not follow the live correction in time
         assert summary["feedback_seconds"] > 0
+        # The retrained engine was promoted on evidence: the shadow replay against the live engine, corrections kept.
+        assert "replayed" in summary["canary_verdict"] and "corrections honoured 1.0" in summary["canary_verdict"]
         assert summary["missing"] == []
     # Every lifecycle event the demo waited for was printed by the supervisor as it happened.
     for stage in summary["stages"]:
