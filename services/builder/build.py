@@ -7,7 +7,9 @@ report under ``REPO/.rejected/`` (Triton in explicit mode never looks at it).
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,9 @@ from services.builder.settings import (
 )
 
 PRECISIONS = ("fp32", "int8", "fp16")
+
+
+log = logging.getLogger("kefu.builder.build")
 
 
 @dataclass(frozen=True)
@@ -82,8 +87,10 @@ def build(
     prompts = resolve_prompts(ckpt, dataset_dir, max_prompts_per_split)
     budget = int(max_new_tokens or ckpt.meta["max_length"])
     staging = repository.new_staging_dir(repo_dir, model_name)
+    started = time.perf_counter()
     try:
         files = export_engine_files(ckpt, staging, precision)
+        log.info("exported %s (%s) in %.1fs", ckpt.meta["model_id"], precision, time.perf_counter() - started)
         ckpt.tokenizer.save_pretrained(staging)
         repository.copy_model_py(staging)
         meta: dict[str, Any] = {
@@ -105,7 +112,13 @@ def build(
         # The id covers the engine files and their settings, so rebuilding the same model gives the same id.
         engine_id = f"sha-{tree_sha256(staging)[:16]}"
         thresholds = Thresholds(min_agreement, min_regression, max_quality_drop, min_exact_match)
+        started = time.perf_counter()
         report = run_gate(ckpt, Engine.from_dir(staging), prompts, max_new_tokens=budget, thresholds=thresholds)
+        log.info(
+            "gate of %s %s in %.1fs on %d prompts %s",
+            engine_id, "passed" if report["passed"] else "FAILED", time.perf_counter() - started,
+            report["n_prompts"], report["failed_checks"] or "",
+        )  # fmt: skip
         report.update(engine_id=engine_id, model_id=meta["model_id"], precision=precision, **files)
         if not report["passed"]:
             rejected = Path(repo_dir) / ".rejected" / f"{model_name}-{engine_id}.quality.json"
