@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from kefu.dlq import dlq_app
 from kefu.registry import optional_module, service_names
 
 app = typer.Typer(
@@ -134,6 +135,8 @@ def asyncapi(
 
     print(f"wrote {write_asyncapi(out, bootstrap=bootstrap)}")
 
+
+app.add_typer(dlq_app, name="dlq")
 
 for _name in service_names():
     _module = optional_module(_name, "cli")

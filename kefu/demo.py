@@ -63,7 +63,8 @@ async def run_demo(home: Path, kafka_port: int, say, question_sets: list[Path] |
 async def _pipeline(events: EventLog, say, question_sets: list[Path]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     out: dict[str, Any] = {"stages": []}
     ingest_url = service_settings("ingest").endpoints()["http"]
-    async with httpx.AsyncClient(timeout=120) as client:
+    keys = await _keys(("data", "app", "agent"))
+    async with httpx.AsyncClient(timeout=120, headers={"Authorization": f"Bearer {keys['data']}"}) as client:
         with SAMPLE.open("rb") as fh:
             resp = await client.post(f"{ingest_url}/v1/datasets", files={"file": (SAMPLE.name, fh)})
     resp.raise_for_status()
@@ -109,7 +110,6 @@ async def _pipeline(events: EventLog, say, question_sets: list[Path]) -> dict[st
     out["stages"].append("deployment.live")
     out["pipeline_seconds"] = round(at - t0, 1)
     say(f"demo: engine {out['engine_id']} live after {out['pipeline_seconds']}s (dataset.ready → deployment.live)")
-    keys = await _keys(("app", "agent"))
     out["answers"] = [await _ask(q, keys["app"], say) for q in _sample_questions()]
     out.update(await _question_sets(question_sets, keys["app"], say))
     if "feedback" not in service_names():

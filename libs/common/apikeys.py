@@ -1,7 +1,8 @@
 """API keys, shared by every service that checks them (the gateway creates them, feedback reads them too).
 
 A key is shown once, at creation; the ``api_keys`` table keeps only its SHA-256, so a database dump leaks no key.
-Roles: ``app`` (chat), ``agent`` (flag answers), ``admin`` (everything, incl. deploy, rollback and keys).
+Roles: ``app`` (chat), ``agent`` (flag answers), ``data`` (upload datasets to ingest: an ETL job's key, which
+should not also deploy or mint keys), ``admin`` (everything, incl. deploy, rollback and keys).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.tables import ApiKey
 
-ROLES = ("app", "agent", "admin")
+ROLES = ("app", "agent", "data", "admin")
 KEY_PREFIX = "kefu_"
 
 

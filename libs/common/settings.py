@@ -24,6 +24,11 @@ class KefuSettings(BaseSettings):
         default=6000, ge=1000, description="Real Kafka's minimum is 6000; tests use less (Tansu allows it)."
     )
     kafka_heartbeat_interval_ms: int = Field(default=1500, ge=100)
+    consumer_retry_attempts: int = Field(
+        default=3, ge=1, description="Handler attempts before a failing event is dead-lettered (poison: one)."
+    )
+    consumer_retry_backoff_seconds: float = Field(default=0.5, ge=0, description="Wait after the first failure.")
+    consumer_retry_max_backoff_seconds: float = Field(default=4.0, ge=0, description="Longest wait (doubles).")
     bind_host: str = "127.0.0.1"
     outbox_poll_seconds: float = Field(default=0.2, gt=0)
     log_level: str = "INFO"

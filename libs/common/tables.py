@@ -152,7 +152,7 @@ class Engine(Base):
 
 
 class ApiKey(Base):
-    """An API key, stored only as a SHA-256 hash; ``role`` is app (chat) | agent (flag answers) | admin."""
+    """An API key, stored only as a SHA-256 hash; ``role``: app (chat) | agent (flag) | data (upload) | admin."""
 
     __tablename__ = "api_keys"
     key_id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the non-secret prefix shown in logs

@@ -18,7 +18,7 @@ keys_app = typer.Typer(help="API keys of the gateway (stored hashed; the key is 
 
 @keys_app.command("create")
 def create_key_command(
-    role: Annotated[str, typer.Option(help="app (chat) | agent (flag answers) | admin (deploy, rollback, keys).")],
+    role: Annotated[str, typer.Option(help="app (chat) | agent (flag answers) | data (upload) | admin (all).")],
     name: Annotated[str, typer.Option(help="Who or what the key is for.")] = "",
     rate_limit: Annotated[int | None, typer.Option(help="Requests per minute (default: the gateway's).")] = None,
 ) -> None:

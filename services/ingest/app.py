@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from libs.common.http import install_common
 from libs.common.runtime import ServiceRuntime
 from libs.common.telemetry import configure_logging
+from services.ingest.limits import FORM_OVERHEAD_BYTES, BodySizeLimit
 from services.ingest.routes import router
 from services.ingest.settings import Settings
 
@@ -30,6 +31,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="kefu ingest", version="1", lifespan=lifespan)
     install_common(app, service="ingest")
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.ingest_max_upload_bytes + FORM_OVERHEAD_BYTES,
+        setting="KEFU_INGEST_MAX_UPLOAD_BYTES",
+    )
     app.include_router(router)
     return app
 

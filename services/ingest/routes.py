@@ -7,38 +7,64 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
 from libs.common.http import ApiError
 from libs.common.runtime import ServiceRuntime
-from services.ingest.errors import IngestError
+from services.ingest.auth import require_uploader
+from services.ingest.errors import IngestError, LimitExceeded
 from services.ingest.options import IngestOptions
 from services.ingest.pipeline import prepare_dataset, write_dataset
 from services.ingest.publish import store_dataset
+from services.ingest.settings import Settings
 from services.ingest.sources import read_records
 
 router = APIRouter(prefix="/v1")
+#: Uploads are files: a ``postgres`` source would make the service connect wherever a client says.
+UPLOAD_FORMATS = ("json", "jsonl", "csv", "sqlite")
+#: limit → (status, error code, setting): rows are content too large (413); a slow query is unprocessable (422).
+_LIMITS = {
+    "rows": (413, "too_many_rows", "KEFU_INGEST_MAX_ROWS"),
+    "query_time": (422, "query_timeout", "KEFU_INGEST_QUERY_TIMEOUT_SECONDS"),
+}
 
 
-def _prepare(path: Path, fmt: str | None, query: str | None, options: IngestOptions, out: Path) -> tuple[str, Any]:
-    prepared = prepare_dataset(read_records(str(path), fmt, query), options, source=path.name)
+def _prepare(
+    path: Path, fmt: str | None, query: str | None, options: IngestOptions, out: Path, settings: Settings
+) -> tuple[str, Any]:
+    records = read_records(
+        str(path),
+        fmt,
+        query,
+        max_rows=settings.ingest_max_rows,
+        query_timeout_s=settings.ingest_query_timeout_seconds,
+    )
+    prepared = prepare_dataset(records, options, source=path.name)
     return write_dataset(prepared, out), prepared.card
 
 
 @router.post("/datasets", status_code=201)
 async def upload_dataset(
     request: Request,
+    _key_id: Annotated[str, Depends(require_uploader)],
     file: Annotated[UploadFile, File(description="A .json, .jsonl, .csv or SQLite file of Q-A pairs.")],
     format: Annotated[str | None, Form(description="json|jsonl|csv|sqlite; default: by file name.")] = None,
-    query: Annotated[str | None, Form(description="SELECT for a SQLite upload.")] = None,
+    query: Annotated[str | None, Form(description="One SELECT for a SQLite upload.")] = None,
     eval_ratio: Annotated[float | None, Form()] = None,
 ) -> dict[str, Any]:
-    """Clean, redact, deduplicate and split the upload; store it and publish ``dataset.ready``."""
+    """Clean, redact, deduplicate and split the upload; store it and publish ``dataset.ready``.
+
+    Needs a ``data`` or ``admin`` key. Limits: ``KEFU_INGEST_MAX_UPLOAD_BYTES`` (413 ``too_large``),
+    ``KEFU_INGEST_MAX_ROWS`` (413 ``too_many_rows``), ``KEFU_INGEST_QUERY_TIMEOUT_SECONDS`` (422 ``query_timeout``).
+    """
     rt: ServiceRuntime = request.app.state.runtime
-    limit = rt.settings.ingest_max_upload_bytes  # type: ignore[attr-defined]
+    settings: Settings = rt.settings  # type: ignore[assignment]
+    limit = settings.ingest_max_upload_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
-        raise ApiError(413, "too_large", f"upload exceeds {limit} bytes")
+        raise ApiError(413, "too_large", f"upload exceeds {limit} bytes (limit KEFU_INGEST_MAX_UPLOAD_BYTES)")
+    if format is not None and format not in UPLOAD_FORMATS:
+        raise ApiError(400, "bad_dataset", f"format must be one of {', '.join(UPLOAD_FORMATS)}")
     name = Path(file.filename or "upload").name
     try:
         options = IngestOptions(**({"eval_ratio": eval_ratio} if eval_ratio is not None else {}))
@@ -47,10 +73,19 @@ async def upload_dataset(
     with tempfile.TemporaryDirectory(prefix="kefu-upload-") as tmp:
         src = Path(tmp) / name
         src.write_bytes(data)
+        out = Path(tmp) / "out"
         try:
-            dataset_id, card = await asyncio.to_thread(_prepare, src, format, query, options, Path(tmp) / "out")
+            dataset_id, card = await asyncio.to_thread(_prepare, src, format, query, options, out, settings)
+        except LimitExceeded as exc:
+            status, code, setting = _LIMITS[exc.limit]
+            raise ApiError(status, code, f"{_relative(exc, tmp)} ({setting})") from None
         except IngestError as exc:
-            raise ApiError(400, "bad_dataset", str(exc)) from None
-        event = await store_dataset(rt.sessions, rt.artifacts, Path(tmp) / "out", dataset_id, card, name)
+            raise ApiError(400, "bad_dataset", _relative(exc, tmp)) from None
+        event = await store_dataset(rt.sessions, rt.artifacts, out, dataset_id, card, name)
     rt.kick_outbox()
     return {"dataset_id": dataset_id, "published": event is not None, "card": card}
+
+
+def _relative(exc: Exception, tmp: str) -> str:
+    """The error as the client should see it: its file name, not this server's temp path."""
+    return str(exc).replace(f"{tmp}/", "")

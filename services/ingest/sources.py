@@ -1,7 +1,8 @@
 """Readers that turn a source (file or database) into raw records, and the field mapping that makes them Q-A pairs.
 
 Readers only parse; they never clean. Every reader error is an ``IngestError`` naming the file and, where there is
-one, the line, so the CLI can print it without a traceback.
+one, the line, so the CLI can print it without a traceback. The database readers and their query checks are in
+``services.ingest.sql``.
 """
 
 from __future__ import annotations
@@ -9,15 +10,16 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from numbers import Number
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from services.ingest.errors import IngestError
+from services.ingest.sql import read_postgres, read_sqlite, too_many_rows
 
 Format = Literal["json", "jsonl", "csv", "sqlite", "postgres"]
 FORMATS: tuple[str, ...] = ("json", "jsonl", "csv", "sqlite", "postgres")
@@ -82,21 +84,37 @@ def detect_format(source: str, fmt: str | None = None) -> Format:
     raise IngestError(f"{source}: cannot tell the format from the suffix {suffix!r}; pass --format")
 
 
-def read_records(source: str, fmt: str | None = None, query: str | None = None) -> Iterator[dict[str, Any]]:
-    """Raw records (column -> value) from ``source``. Database formats need ``query``; file formats refuse one."""
+def read_records(
+    source: str,
+    fmt: str | None = None,
+    query: str | None = None,
+    *,
+    max_rows: int | None = None,
+    query_timeout_s: float | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Raw records (column -> value) from ``source``. Database formats need ``query``; file formats refuse one.
+
+    ``max_rows`` (any format) and ``query_timeout_s`` (SQLite) are the HTTP API's limits; the CLI sets none.
+    Exceeding one raises ``LimitExceeded``.
+    """
     kind = detect_format(source, fmt)
     if kind in ("sqlite", "postgres"):
         if not query:
             raise IngestError(f"{display_source(source)}: a {kind} source needs --query (a SELECT statement)")
-        return read_sqlite(Path(source), query) if kind == "sqlite" else read_postgres(source, query)
+        if kind == "sqlite":
+            return read_sqlite(Path(source), query, max_rows=max_rows, timeout_s=query_timeout_s)
+        return read_postgres(source, query, shown=display_source(source), max_rows=max_rows)
     if query:
         raise IngestError(f"{source}: --query only applies to sqlite and postgres sources, not {kind}")
     path = Path(source)
-    if kind == "json":
-        return read_json(path)
-    if kind == "jsonl":
-        return read_jsonl(path)
-    return read_csv(path)
+    reader = {"json": read_json, "jsonl": read_jsonl}.get(kind, read_csv)
+    records = reader(path)
+    if max_rows is None:
+        return records
+    head = list(islice(records, max_rows + 1))
+    if len(head) > max_rows:
+        raise too_many_rows(str(path), max_rows)
+    return iter(head)
 
 
 def decode_bytes(data: bytes, name: str) -> str:
@@ -188,58 +206,6 @@ def read_csv(path: Path) -> Iterator[dict[str, Any]]:
             rows.append(dict(zip(header, [*row, *[None] * (len(header) - len(row))], strict=True)))
     except csv.Error as exc:
         raise IngestError(f"{path}: line {reader.line_num}: malformed CSV: {exc}") from None
-    return iter(rows)
-
-
-def read_sqlite(path: Path, query: str) -> Iterator[dict[str, Any]]:
-    """Rows of ``query`` run read-only against a SQLite file."""
-    if not path.is_file():
-        raise IngestError(f"{path}: file not found")
-    with open(path, "rb") as fh:
-        if fh.read(16) != b"SQLite format 3\x00":
-            raise IngestError(f"{path}: not a SQLite database file")
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise IngestError(f"{path}: cannot open SQLite database: {exc}") from None
-    try:
-        cursor = conn.execute(query)
-        names = [col[0] for col in cursor.description or ()]
-        if not names:
-            raise IngestError(f"{path}: the query returned no columns (is it a SELECT?)")
-        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-    except sqlite3.Error as exc:
-        raise IngestError(f"{path}: SQLite query failed: {exc}") from None
-    finally:
-        conn.close()
-    return iter(rows)
-
-
-def read_postgres(url: str, query: str) -> Iterator[dict[str, Any]]:
-    """Rows of ``query`` run in a read-only transaction against PostgreSQL (psycopg 3)."""
-    import psycopg
-    from psycopg.rows import dict_row
-
-    shown = display_source(url)
-
-    def first_line(exc: Exception) -> str:
-        text = str(exc).strip()
-        return text.splitlines()[0] if text else type(exc).__name__
-
-    try:
-        conn = psycopg.connect(url, connect_timeout=10, row_factory=dict_row)
-    except psycopg.Error as exc:
-        raise IngestError(f"{shown}: cannot connect to PostgreSQL: {first_line(exc)}") from None
-    try:
-        with conn:
-            # The query comes from the command line; read-only keeps a typo from changing the company's data.
-            conn.read_only = True
-            cursor = conn.execute(query)  # type: ignore[call-overload]
-            if cursor.description is None:
-                raise IngestError(f"{shown}: the query returned no rows (is it a SELECT?)")
-            rows = [dict(row) for row in cursor.fetchall()]
-    except psycopg.Error as exc:
-        raise IngestError(f"{shown}: PostgreSQL query failed: {first_line(exc)}") from None
     return iter(rows)
 
 

@@ -72,3 +72,43 @@ def test_bad_query_and_bad_url_are_clean_errors(faq_table: str) -> None:
         IngestError, match=r"postgresql://kefu:\*\*\*@127\.0\.0\.1:1/test: cannot connect to PostgreSQL"
     ):
         read_records("postgresql://kefu:secret@127.0.0.1:1/test", query="SELECT 1")
+
+
+def test_multi_statement_queries_are_refused(faq_table: str) -> None:
+    # The bypass the read-only transaction alone let through: COMMIT ends it, the DELETE then runs.
+    for query in (
+        f"SELECT 1; COMMIT; DELETE FROM {faq_table}",
+        f"COMMIT; DELETE FROM {faq_table} RETURNING id",
+        f"SELECT q AS question, a AS answer FROM {faq_table}; /* trailing */ DROP TABLE {faq_table}",
+    ):
+        with pytest.raises(IngestError, match="multi-statement queries are refused"):
+            read_records(PG_URL, query=query)
+    with psycopg.connect(PG_URL) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {faq_table}").fetchone() == (4,)
+    # Semicolons inside literals, and one trailing semicolon, are still one statement.
+    rows = list(read_records(PG_URL, query=f"SELECT q AS question, 'a;b' AS answer, $$x;y$$ AS c FROM {faq_table};"))
+    assert len(rows) == 4 and rows[0]["answer"] == "a;b" and rows[0]["c"] == "x;y"
+
+
+def test_the_database_refuses_a_second_statement_even_past_the_parser(faq_table: str) -> None:
+    """Defence in depth: with the parser check out of the way, PostgreSQL itself refuses (extended protocol)."""
+    from services.ingest import sql as ingest_sql
+
+    original = ingest_sql.ensure_single_statement
+    ingest_sql.ensure_single_statement = lambda query, where: None  # type: ignore[assignment]
+    try:
+        with pytest.raises(IngestError, match="cannot insert multiple commands into a prepared statement"):
+            read_records(PG_URL, query=f"COMMIT; DELETE FROM {faq_table}")
+    finally:
+        ingest_sql.ensure_single_statement = original
+    with psycopg.connect(PG_URL) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {faq_table}").fetchone() == (4,)
+
+
+def test_row_limit(faq_table: str) -> None:
+    from services.ingest.errors import LimitExceeded
+
+    assert len(list(read_records(PG_URL, query=f"SELECT q, a FROM {faq_table}", max_rows=4))) == 4
+    with pytest.raises(LimitExceeded, match=r"more than 3 rows \(row limit 3\)") as info:
+        read_records(PG_URL, query=f"SELECT q, a FROM {faq_table}", max_rows=3)
+    assert info.value.limit == "rows"

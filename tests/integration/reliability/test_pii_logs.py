@@ -13,6 +13,7 @@ import httpx
 import pytest
 from httpx import ASGITransport
 
+from libs.common.apikeys import create_key
 from services.ingest.app import create_app as ingest_app
 from services.ingest.settings import Settings as IngestSettings
 from tests.integration.gateway.conftest import RunningGateway
@@ -57,14 +58,18 @@ def test_ingest_cli_output_has_no_pii(tmp_path: Path) -> None:
 
 
 async def test_upload_api_and_chat_log_no_pii(
-    tmp_path: Path, settings, gateway: RunningGateway, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, settings, db_sessions, gateway: RunningGateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    async with db_sessions() as session, session.begin():
+        _, data_key = await create_key(session, "data", name="pii test uploader")
     app = ingest_app(IngestSettings(**{**settings.model_dump(), "home": tmp_path / "home"}))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=ASGITransport(app=app), base_url="http://ingest") as client:
             data = pii_rows(tmp_path).read_bytes()
-            resp = await client.post("/v1/datasets", files={"file": ("pii.jsonl", data)})
+            resp = await client.post(
+                "/v1/datasets", files={"file": ("pii.jsonl", data)}, headers={"Authorization": f"Bearer {data_key}"}
+            )
             assert resp.status_code == 201, resp.text
             assert_clean(resp.text, "the upload response")
         async with httpx.AsyncClient(timeout=60) as client:
