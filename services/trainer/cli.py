@@ -139,3 +139,39 @@ def register(app: typer.Typer) -> None:
             outcome = publish_model(result.model_dir, result)
             if inspect.isawaitable(outcome):
                 asyncio.run(outcome)
+
+    @app.command("tune")
+    def tune_command(
+        dataset_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Ingested dataset dir.")],
+        trials: Annotated[int, typer.Option(min=1, help="Finished trials the study should have (resumes).")] = 20,
+        out: Annotated[Path | None, typer.Option(help="Best config YAML out.")] = None,
+        config: Annotated[Path | None, typer.Option("--config", exists=True, help="Base YAML hyperparameters.")] = None,
+        space: Annotated[Path | None, typer.Option(exists=True, help="YAML search space.")] = None,
+        base: Annotated[Path | None, typer.Option(help="Base checkpoint dir (default as in `kefu train`).")] = None,
+        offline: Annotated[bool, typer.Option("--offline", help="No MLflow runs; the study is still stored.")] = False,
+    ) -> None:
+        """Search learning rate, budget, batch size (and LoRA rank) for DATASET_DIR; write the best as a YAML config.
+
+        Optuna TPE with median pruning; the objective is held-out paraphrase exact match, time breaks ties. Each
+        trial is an MLflow child run of one parent run. Run it again to resume a stopped study."""
+        import yaml
+
+        from services.trainer.base_model import resolve_base_model
+        from services.trainer.data import dataset_id
+        from services.trainer.tune import SearchSpace, tune
+
+        settings = Settings()
+        config = config or settings.trainer_config
+        cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
+        ranges = SearchSpace.model_validate(yaml.safe_load(space.read_text("utf-8")) or {}) if space else SearchSpace()
+        out = out or settings.home / "tune" / f"{dataset_id(dataset_dir)}.yaml"
+        base_dir = resolve_base_model(base or settings.trainer_base_model, settings.home / "base-models")
+        result = tune(
+            dataset_dir, out, cfg, base=base_dir, trials=trials, storage=settings.study_storage(),
+            tracking_uri=None if offline else settings.tracking_uri(), artifact_root=settings.home, space=ranges,
+            say=typer.echo,
+        )  # fmt: skip
+        typer.echo(
+            f"study {result.study_name}: {result.trials} trials, best objective {result.best_value:.4f} with "
+            f"{result.best_params}\nbest config -> {result.best_config} (kefu train --config {result.best_config})"
+        )

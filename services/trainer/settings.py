@@ -20,8 +20,17 @@ class Settings(KefuSettings):
         default=None, description="Unset: sqlite under KEFU_HOME (MLflow keeps its own schema and alembic table)."
     )
 
+    tune_storage: str | None = Field(
+        default=None,
+        description="Optuna study database (SQLAlchemy URL) of `kefu tune`. Unset: sqlite optuna.db next to "
+        "mlflow.db — not inside it: both keep their schema version in an `alembic_version` table.",
+    )
+
     def endpoints(self) -> dict[str, str]:
         return {"http": f"http://{self.bind_host}:{self.trainer_port}"}
 
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    def study_storage(self) -> str:
+        return self.tune_storage or f"sqlite:///{(self.home / 'optuna.db').resolve()}"

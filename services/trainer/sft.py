@@ -155,11 +155,14 @@ def train_model(
     progress: Callable[[dict[str, Any]], None] | None = None,
     observed_lengths: Sequence[int] | None = None,
     keep_failed: bool = False,
+    callbacks: Sequence[TrainerCallback] = (),
+    register: bool = True,
 ) -> TrainResult:
     """Fine-tune ``base`` on ``dataset_dir`` and write the model, ``kefu_model.json``, ``metrics.json`` and
     ``gate.json`` to ``out_dir``. With ``tracking_uri``, the run is logged to MLflow and, if it passed the quality
     gate, registered (alias ``champion`` if best). A run that misses the gate returns its misses in
-    ``TrainResult.missed`` and leaves ``out_dir`` untouched unless ``keep_failed`` (for inspection)."""
+    ``TrainResult.missed`` and leaves ``out_dir`` untouched unless ``keep_failed`` (for inspection). ``callbacks``
+    join the trainer's (e.g. a tuning trial's pruning); ``register=False`` tracks the run without registering it."""
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     train_rows = read_rows(dataset_dir / "train.jsonl")
     eval_rows = read_rows(dataset_dir / "eval.jsonl")
@@ -208,9 +211,9 @@ def train_model(
                 tracking.log_inputs(
                     params, read_card(dataset_dir), {**tags, **env["hardware"]}, {"budget": prepared.budget}
                 )
-            callbacks: list[TrainerCallback] = [_Progress(progress)] if progress else []
+            trainer_callbacks: list[TrainerCallback] = [*callbacks, *([_Progress(progress)] if progress else [])]
             if eval_rows and config.early_stopping_patience:
-                callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+                trainer_callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
             peft_config = (
                 LoraConfig(
                     r=config.lora_r,
@@ -232,7 +235,7 @@ def train_model(
                 ),
                 processing_class=tokenizer,
                 peft_config=peft_config,
-                callbacks=callbacks,
+                callbacks=trainer_callbacks,
             )
             started = time.perf_counter()
             trainer.train()
@@ -298,7 +301,7 @@ def train_model(
                 tracking.log_outcome(built, metrics, history, samples)
                 tracking.log_gate(gate_doc)
                 # A failed model stays in its run for inspection, but never becomes a registry version (or champion).
-                if not missed:
+                if register and not missed:
                     registered, champion = tracking.register_candidate(
                         config.registered_model_name, run.info.run_id, model_id, metrics
                     )

@@ -24,7 +24,8 @@ def start_run(tracking_uri: str, artifact_root: Path, experiment_name: str, run_
         experiment_id = mlflow.create_experiment(experiment_name, artifact_location=location)
     else:
         experiment_id = experiment.experiment_id
-    return mlflow.start_run(experiment_id=experiment_id, run_name=run_name)
+    # Inside an active run (a tuning study's parent run) the run is its child.
+    return mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=mlflow.active_run() is not None)
 
 
 def log_inputs(
