@@ -1,4 +1,4 @@
-"""Feedback service composition root: flag/review API, review page, release batcher, ``feedback.flagged`` nudges."""
+"""Feedback service composition root: flag/review API, agent console, release batcher, ``feedback.flagged`` nudges."""
 
 from __future__ import annotations
 

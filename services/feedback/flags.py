@@ -24,6 +24,8 @@ from services.feedback.errors import FeedbackError, not_found
 
 Status = Literal["open", "approved", "rejected", "released"]
 STATUSES: tuple[str, ...] = get_args(Status)
+#: A list filter: one status, or "all" (one Literal, not a union, so a bad value gets a one-line 400 message).
+StatusFilter = Literal["open", "approved", "rejected", "released", "all"]
 AUTO_REVIEWER = "auto-approve"
 Action = Literal["approve", "edit", "reject"]
 

@@ -1,4 +1,4 @@
-"""JSON API: flag an answer, list and read flags (agent or admin), review flags and release (admin)."""
+"""JSON API: the answers log, flag an answer, list and read flags (agent or admin); review and release (admin)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from libs.common.http import Text
 from libs.common.runtime import ServiceRuntime
-from services.feedback import flags
+from services.feedback import answers, flags
 from services.feedback.auth import ADMIN_ROLES, AGENT_ROLES, Principal, require
 from services.feedback.batcher import ReleaseBatcher
 
@@ -44,6 +44,43 @@ def _rt(request: Request) -> ServiceRuntime:
     return request.app.state.runtime
 
 
+def answer_filters(
+    q: Annotated[Text | None, Query(max_length=200, description="Substring of the question or the answer.")] = None,
+    outcome: Annotated[answers.OutcomeFilter | None, Query()] = None,
+    engine: Annotated[Text | None, Query(max_length=64)] = None,
+    since: Annotated[str | None, Query(description="YYYY-MM-DD or ISO date-time (UTC if naive).")] = None,
+    until: Annotated[str | None, Query(description="Exclusive; a bare date includes that whole day.")] = None,
+) -> answers.AnswerQuery:
+    """The answers-log filters, shared by the JSON API and the page (same names, same errors)."""
+    return answers.AnswerQuery(
+        text=(q or "").strip() or None,
+        outcome=outcome or None,
+        engine_id=(engine or "").strip() or None,
+        since=answers.parse_bound("since", since, end=False),
+        until=answers.parse_bound("until", until, end=True),
+    )
+
+
+Filters = Annotated[answers.AnswerQuery, Depends(answer_filters)]
+Page = Annotated[int, Query(ge=1, le=100_000)]
+PerPage = Annotated[int, Query(ge=1, le=answers.MAX_PER_PAGE)]
+
+
+@router.get("/me")
+async def me(principal: Agent) -> dict[str, Any]:
+    """Who this key is: the page asks once at sign-in, to show the admin-only review queue or not."""
+    return {"key_id": principal.key_id, "role": principal.role, "name": principal.name}
+
+
+@router.get("/answers")
+async def get_answers(
+    request: Request, _: Agent, filters: Filters, page: Page = 1, per_page: PerPage = 20
+) -> dict[str, Any]:
+    """Served answers, newest first, filtered; each with its retrieved entries and its newest flag."""
+    result = await answers.search_answers(_rt(request).sessions, filters, page=page, per_page=per_page)
+    return result.to_json()
+
+
 @router.post("/flags", status_code=201)
 async def create_flag(body: FlagIn, request: Request, principal: Agent) -> dict[str, Any]:
     """Flag an answer; 404 if no such answer was served. Publishes ``feedback.flagged`` (via the outbox)."""
@@ -67,11 +104,12 @@ async def create_flag(body: FlagIn, request: Request, principal: Agent) -> dict[
 async def get_flags(
     request: Request,
     _: Agent,
-    status: Annotated[flags.Status | None, Query()] = None,
+    status: Annotated[flags.StatusFilter | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
 ) -> dict[str, Any]:
-    views = await flags.list_flags(_rt(request).sessions, status=status, limit=limit, offset=offset)
+    wanted = None if status == "all" else status
+    views = await flags.list_flags(_rt(request).sessions, status=wanted, limit=limit, offset=offset)
     return {"flags": [v.to_json() for v in views]}
 
 

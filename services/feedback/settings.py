@@ -8,7 +8,7 @@ from libs.common.settings import KefuSettings
 
 
 class Settings(KefuSettings):
-    feedback_port: int = Field(default=8081, ge=1, le=65535, description="Flag/review API and the review page.")
+    feedback_port: int = Field(default=8081, ge=1, le=65535, description="Flag/review API and the agent console.")
     feedback_release_threshold: int = Field(
         default=10,
         ge=0,

@@ -1,8 +1,10 @@
-"""The review page: server-rendered HTML (Jinja2) plus a small script that swaps fragments in place.
+"""The agent console: server-rendered HTML (Jinja2) plus a small script that swaps fragments in place.
 
-The page itself carries no data and needs no key. The admin key is typed once and kept in the tab's
+The page itself carries no data and needs no key. The agent's or admin's key is typed once and kept in the tab's
 sessionStorage; the script sends it as ``X-API-Key`` with every fragment request. A header (not a cookie) means
 another site cannot make the browser send it (no CSRF), and it never appears in a URL, a log line or history.
+Agents read the answers log and flag answers; only admins see and act on the review queue. Every string comes
+from ``i18n`` in the locale named by ``?lang=`` (Chinese by default).
 """
 
 from __future__ import annotations
@@ -14,15 +16,21 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from services.feedback import flags
-from services.feedback.auth import ADMIN_ROLES, Principal, require
+from libs.common.http import Text
+from services.feedback import answers, flags, i18n
+from services.feedback.auth import ADMIN_ROLES, AGENT_ROLES, Principal, require
 from services.feedback.batcher import ReleaseBatcher
+from services.feedback.flags import FlagView
+from services.feedback.routes import Filters, Page, agent_label
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")  # autoescapes .html: flag text is user input
+templates.env.globals["t"] = i18n.translator(i18n.DEFAULT_LOCALE)  # overridden per request by _html
 router = APIRouter(include_in_schema=False)
+Agent = Annotated[Principal, Depends(require(AGENT_ROLES))]
 Admin = Annotated[Principal, Depends(require(ADMIN_ROLES))]
+PER_PAGE = 20
 
 SECURITY_HEADERS = {
     # Only our own script and stylesheet run: an answer that contains markup stays text even if escaping failed.
@@ -34,66 +42,106 @@ SECURITY_HEADERS = {
 
 
 def _html(request: Request, name: str, **context: object) -> HTMLResponse:
-    response = templates.TemplateResponse(request, name, context)
+    lang = i18n.locale_of(request)
+    response = templates.TemplateResponse(request, name, {"lang": lang, "t": i18n.translator(lang), **context})
     response.headers.update(SECURITY_HEADERS)
     return response
 
 
 @router.get("/", response_class=HTMLResponse)
 async def index(request: Request) -> HTMLResponse:
-    return _html(request, "index.html", statuses=flags.STATUSES)
+    lang = i18n.locale_of(request)
+    return _html(
+        request,
+        "index.html",
+        statuses=flags.STATUSES,
+        outcomes=answers.OUTCOMES,
+        locales=i18n.LOCALES,
+        messages=i18n.CATALOGUE[lang],
+    )
+
+
+@router.get("/ui/answers", response_class=HTMLResponse)
+async def answer_log(request: Request, _: Agent, filters: Filters, page: Page = 1) -> HTMLResponse:
+    result = await answers.search_answers(request.app.state.runtime.sessions, filters, page=page, per_page=PER_PAGE)
+    return _html(request, "_answers.html", result=result)
+
+
+async def _flag(request: Request, principal: Principal, answer_id: str, reason: str, correction: str) -> FlagView:
+    """Flag as the API does (auto-approval and the release nudge included), for the page's forms."""
+    rt = request.app.state.runtime
+    view = await flags.flag_answer(
+        rt.sessions,
+        rt.artifacts,
+        answer_id=answer_id,
+        reason=reason,
+        agent=agent_label(principal, None),
+        correction=correction,
+        auto_approve=rt.settings.feedback_auto_approve,
+    )
+    rt.kick_outbox()
+    if view.status == "approved":
+        request.app.state.batcher.poke()
+    return view
+
+
+@router.post("/ui/answers/{answer_id}/flag", response_class=HTMLResponse)
+async def flag_in_place(
+    answer_id: Text,
+    request: Request,
+    principal: Agent,
+    correction: Annotated[Text, Form(min_length=1, max_length=8000)],
+    reason: Annotated[Text | None, Form(max_length=2000)] = None,
+) -> HTMLResponse:
+    """Flag one answer from its row in the log and answer the re-rendered row. A handed-off question has no
+    answer to fault, so its form sends no reason: the correction becomes a new FAQ entry once approved."""
+    if not (reason or "").strip():
+        row = await answers.get_row(request.app.state.runtime.sessions, answer_id)
+        reason = i18n.ZH["handoff_reason"] if row.handoff else ""
+    await _flag(request, principal, answer_id, reason or "", correction)
+    row = await answers.get_row(request.app.state.runtime.sessions, answer_id)
+    return _html(request, "_answer.html", row=row)
 
 
 @router.get("/ui/flags", response_class=HTMLResponse)
 async def queue(
     request: Request,
     _: Admin,
-    status: Annotated[flags.Status, Query()] = "open",
+    status: Annotated[flags.StatusFilter, Query()] = "open",
     limit: Annotated[int, Query(ge=1, le=500)] = 200,
 ) -> HTMLResponse:
-    views = await flags.list_flags(request.app.state.runtime.sessions, status=status or None, limit=limit)
+    wanted = None if status == "all" else status
+    views = await flags.list_flags(request.app.state.runtime.sessions, status=wanted, limit=limit)
     return _html(request, "_queue.html", flags=views, status=status)
 
 
 @router.get("/ui/unanswered", response_class=HTMLResponse)
-async def unanswered(request: Request, _: Admin, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> HTMLResponse:
+async def unanswered(request: Request, _: Agent, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> HTMLResponse:
     rows = await flags.list_unanswered(request.app.state.runtime.sessions, limit=limit)
     return _html(request, "_unanswered.html", rows=rows)
 
 
 @router.post("/ui/unanswered/{answer_id}", response_class=HTMLResponse)
 async def answer_unanswered(
-    answer_id: str,
+    answer_id: Text,
     request: Request,
-    principal: Admin,
-    answer: Annotated[str, Form(min_length=1, max_length=8000)],
+    principal: Agent,
+    answer: Annotated[Text, Form(min_length=1, max_length=8000)],
 ) -> HTMLResponse:
     """Propose an answer to a handed-off question: a flag with that correction, reviewed like any other; once
     approved it is a new knowledge entry (live at once) and part of the next dataset version."""
-    rt = request.app.state.runtime
-    view = await flags.flag_answer(
-        rt.sessions,
-        rt.artifacts,
-        answer_id=answer_id,
-        reason="转人工的问题：新增知识条目",
-        agent=principal.label,
-        correction=answer,
-        auto_approve=rt.settings.feedback_auto_approve,
-    )
-    rt.kick_outbox()
-    if view.status == "approved":
-        request.app.state.batcher.poke()
+    view = await _flag(request, principal, answer_id, i18n.ZH["handoff_reason"], answer)
     return _html(request, "_flag.html", flag=view)
 
 
 @router.post("/ui/flags/{flag_id}/review", response_class=HTMLResponse)
 async def review(
-    flag_id: str,
+    flag_id: Text,
     request: Request,
     principal: Admin,
     action: Annotated[Literal["approve", "edit", "reject"], Form()],
-    correction: Annotated[str | None, Form(max_length=8000)] = None,
-    note: Annotated[str | None, Form(max_length=2000)] = None,
+    correction: Annotated[Text | None, Form(max_length=8000)] = None,
+    note: Annotated[Text | None, Form(max_length=2000)] = None,
 ) -> HTMLResponse:
     """Review one flag and answer its re-rendered card, which the page puts in place of the old one."""
     view = await flags.review_flag(

@@ -1,60 +1,33 @@
-"""The review page in a real headless Chromium (Debian's chromium + chromedriver, driven by Selenium)."""
+"""The review queue in a real headless Chromium: an admin approves, edits, rejects and releases flags (English)."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from sqlalchemy import select
 
 from libs.common.artifacts import ArtifactStore
 from libs.common.db import make_engine, make_sessionmaker
-from libs.common.tables import Answer, Flag
+from libs.common.tables import Answer
 from services.feedback.flags import flag_answer
 from services.feedback.settings import Settings
+from tests.integration.feedback.chromium import (
+    HANDOFF_REPLY,
+    NEW_ENTRY,
+    UNANSWERED,
+    By,
+    Select,
+    browser_fixture,  # noqa: F401 (registers the "browser" fixture)
+    card,
+    ec,
+    sign_in,
+    status_of,
+    statuses,
+    waiting,
+    webdriver,
+)
 from tests.integration.feedback.conftest import add_answer, add_key, seed_live_dataset, serve
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (the browser test drives Chromium)")
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-    pytest.skip("Chromium is not installed: apt-get install -y chromium chromium-driver", allow_module_level=True)
 
 FIX = "进入「费用中心」-「发票管理」提交开票申请。"
 EDITED = "在「账号中心」-「注销账号」提交申请，7天后生效。"
-
-
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def seed(settings: Settings) -> dict[str, str]:
@@ -63,7 +36,7 @@ def seed(settings: Settings) -> dict[str, str]:
         try:
             sessions = make_sessionmaker(engine)
             parent = await seed_live_dataset(sessions, settings.home)
-            ids = {"admin": await add_key(sessions, "admin"), "agent": await add_key(sessions, "agent")}
+            ids = {role: await add_key(sessions, role) for role in ("admin", "agent", "app")}
             cases = {
                 "approve": ("如何开具发票？", FIX),
                 "edit": ("怎样注销账号？", None),
@@ -91,48 +64,27 @@ def seed(settings: Settings) -> dict[str, str]:
     return asyncio.run(run())
 
 
-def statuses(settings: Settings) -> dict[str, tuple[str, str | None]]:
-    async def run() -> dict[str, tuple[str, str | None]]:
-        engine = make_engine(settings.effective_database_url)
-        try:
-            async with make_sessionmaker(engine)() as session:
-                flags = (await session.scalars(select(Flag))).all()
-            return {f.flag_id: (f.status, f.final_correction) for f in flags}
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-UNANSWERED = "你们支持用数字人民币付款吗？"
-HANDOFF_REPLY = "这个问题我需要请人工客服为您处理。"
-NEW_ENTRY = "支持。在「费用中心」-「充值」选择数字人民币即可。"
-
-
-def card(driver: webdriver.Chrome, flag_id: str):  # type: ignore[no-untyped-def]
-    return driver.find_element(By.ID, f"flag-{flag_id}")
-
-
-def status_of(driver: webdriver.Chrome, flag_id: str) -> str:
-    return card(driver, flag_id).find_element(By.CSS_SELECTOR, "[data-field=status]").text.lower()
-
-
 def test_review_queue_in_a_real_browser(fb_settings: Settings, browser: webdriver.Chrome) -> None:
     ids = seed(fb_settings)
-    # Cards are replaced in place after a review: an element found just before the swap goes stale.
-    wait = WebDriverWait(browser, 20, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException))
+    wait = waiting(browser)
     with serve(fb_settings) as fb:
-        browser.get(fb.url + "/")
-        assert "Enter an admin key" in browser.find_element(By.ID, "queue").text
+        browser.get(fb.url + "/?lang=en")
+        assert "Enter an agent or admin API key" in browser.find_element(By.ID, "hint").text
 
-        # A key without the admin role is refused and forgotten.
-        browser.find_element(By.ID, "key").send_keys(ids["agent"])
-        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+        # A key without the agent or admin role is refused and forgotten.
+        app_key = ids["app"]
+        sign_in(browser, app_key)
         wait.until(ec.text_to_be_present_in_element((By.ID, "message"), "403"))
+        assert browser.find_element(By.ID, "key-form").is_displayed()
 
+        # An agent sees the answers log but not the review queue.
+        sign_in(browser, ids["agent"])
+        wait.until(ec.visibility_of_element_located((By.ID, "answers-view")))
+        assert not browser.find_element(By.ID, "tab-review").is_displayed()
         browser.find_element(By.ID, "forget").click()
-        browser.find_element(By.ID, "key").send_keys(ids["admin"])
-        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+
+        sign_in(browser, ids["admin"])
+        wait.until(ec.visibility_of_element_located((By.ID, "tab-review"))).click()
         wait.until(ec.presence_of_element_located((By.ID, f"flag-{ids['approve']}")))
         assert len(browser.find_elements(By.CSS_SELECTOR, "article.flag")) == 3
         first = card(browser, ids["approve"]).text
@@ -164,7 +116,7 @@ def test_review_queue_in_a_real_browser(fb_settings: Settings, browser: webdrive
 
         # The key survives a reload of the tab, and never appears in a URL.
         browser.refresh()
-        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#queue")))
+        wait.until(ec.visibility_of_element_located((By.ID, "tab-review"))).click()
         wait.until(lambda d: "No open flags." in d.find_element(By.ID, "queue").text)
         assert ids["admin"] not in browser.current_url
 
@@ -183,6 +135,13 @@ def test_review_queue_in_a_real_browser(fb_settings: Settings, browser: webdrive
         wait.until(ec.text_to_be_present_in_element((By.ID, "message"), "Proposed a new entry"))
         proposed = {k: v for k, v in statuses(fb_settings).items() if k not in released}
         assert list(proposed.values()) == [("open", None)] and NEW_ENTRY in browser.find_element(By.ID, "queue").text
+
+        # "all" lists every flag, whatever its status (it used to answer 400).
+        Select(browser.find_element(By.ID, "status")).select_by_value("all")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#queue article.flag")) == 4)
+        shown = {a.get_attribute("data-status") for a in browser.find_elements(By.CSS_SELECTOR, "#queue article.flag")}
+        assert shown == {"released", "rejected", "open"}
+        assert not browser.find_element(By.ID, "message").text
 
         browser.find_element(By.ID, "forget").click()
         assert browser.find_element(By.ID, "key-form").is_displayed()

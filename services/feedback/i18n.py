@@ -1,0 +1,199 @@
+"""The agent console's one message catalogue: Simplified Chinese first (the agents' language), English second.
+
+Templates and the page script take every string they show from here (templates via ``t``, the script via the
+JSON data block in ``index.html``), so a new locale is one more dict. A key missing from a locale falls back to
+Chinese; a unit test keeps the locales' keys equal so that never happens silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.requests import Request
+
+DEFAULT_LOCALE = "zh"
+
+ZH: dict[str, str] = {
+    "html_lang": "zh-CN",
+    "title": "kefu · 客服工作台",
+    "language": "语言",
+    "lang_zh": "中文",
+    "lang_en": "English",
+    "key_label": "API 密钥（客服或管理员）",
+    "use_key": "登录",
+    "forget_key": "退出（清除密钥）",
+    "hint_key": "请输入客服或管理员的 API 密钥。密钥只保存在本标签页中。",
+    "signed_in": "已登录：{name}（{role}）",
+    "role_agent": "客服",
+    "role_admin": "管理员",
+    "tab_answers": "回答记录",
+    "tab_review": "审核队列",
+    "search_text": "搜索问题或回答",
+    "outcome": "结果",
+    "outcome_any": "全部",
+    "outcome_answered": "已回答",
+    "outcome_handed_off": "转人工",
+    "outcome_flagged": "已标记",
+    "engine": "引擎",
+    "model": "模型",
+    "dataset": "数据集",
+    "since": "起始日期",
+    "until": "截止日期",
+    "search": "搜索",
+    "answers_summary": "共 {total} 条回答 · 第 {page}/{pages} 页",
+    "no_answers": "没有符合条件的回答。",
+    "prev": "上一页",
+    "next": "下一页",
+    "question": "客户问题",
+    "model_answer": "模型回答",
+    "entries": "检索到的知识条目",
+    "confidence": "置信度",
+    "latency": "耗时",
+    "correction": "更正",
+    "flag_this": "标记并改进回答",
+    "new_entry": "作为新 FAQ 条目回答",
+    "new_entry_label": "新条目的答案（与更正一样需审核）",
+    "reason": "原因",
+    "corrected_answer": "更正后的回答",
+    "submit_flag": "提交",
+    "handoff_reason": "转人工的问题：新增知识条目",
+    "flagged_ok": "已提交，等待管理员审核。",
+    "flag_status": "标记状态",
+    "status_open": "待审核",
+    "status_approved": "已通过 · 已生效",
+    "status_rejected": "已驳回",
+    "status_released": "已发布",
+    "status_all": "全部",
+    "status_unanswered": "未回答（转人工）",
+    "refresh": "刷新",
+    "release_now": "立即发布已通过的更正",
+    "no_flags_open": "没有待审核的标记。",
+    "no_flags_approved": "没有已通过的标记。",
+    "no_flags_rejected": "没有已驳回的标记。",
+    "no_flags_released": "没有已发布的标记。",
+    "no_flags_all": "还没有任何标记。",
+    "no_unanswered": "没有待处理的转人工问题。",
+    "flagged_by": "标记人 {agent}",
+    "agent_correction": "客服的更正",
+    "approved_correction": "通过的更正",
+    "lineage": "来源",
+    "released_in": "已发布到",
+    "review": "审核",
+    "train_correction": "用于训练的更正",
+    "note": "备注",
+    "approve": "通过",
+    "edit_approve": "保存修改并通过",
+    "reject": "驳回",
+    "propose_entry": "提交新条目",
+    "released": "已将 {count} 条标记发布为数据集 {dataset}（上一版本 {parent}）。",
+    "released_before": "该内容此前已存储。",
+    "nothing_to_release": "没有待发布的已通过标记。",
+    "reviewed_approve": "标记 {id} 已通过，更正已生效。",
+    "reviewed_edit": "标记 {id} 已修改并通过，更正已生效。",
+    "reviewed_reject": "标记 {id} 已驳回。",
+    "proposed": "已为回答 {id} 提交新条目，等待审核。",
+    "forbidden_role": "该密钥无权使用工作台（需要客服或管理员角色）。",
+}
+
+EN: dict[str, str] = {
+    "html_lang": "en",
+    "title": "kefu · agent console",
+    "language": "Language",
+    "lang_zh": "中文",
+    "lang_en": "English",
+    "key_label": "API key (agent or admin)",
+    "use_key": "Sign in",
+    "forget_key": "Sign out (forget key)",
+    "hint_key": "Enter an agent or admin API key. It is kept in this tab only.",
+    "signed_in": "Signed in: {name} ({role})",
+    "role_agent": "agent",
+    "role_admin": "admin",
+    "tab_answers": "Answers log",
+    "tab_review": "Review queue",
+    "search_text": "Search questions or answers",
+    "outcome": "Outcome",
+    "outcome_any": "any",
+    "outcome_answered": "answered",
+    "outcome_handed_off": "handed off",
+    "outcome_flagged": "flagged",
+    "engine": "Engine",
+    "model": "model",
+    "dataset": "Dataset",
+    "since": "From",
+    "until": "To",
+    "search": "Search",
+    "answers_summary": "Answers: {total} · page {page}/{pages}",
+    "no_answers": "No answers match.",
+    "prev": "Previous",
+    "next": "Next",
+    "question": "Question",
+    "model_answer": "Model answer",
+    "entries": "Retrieved entries",
+    "confidence": "confidence",
+    "latency": "Latency",
+    "correction": "Correction",
+    "flag_this": "Flag and correct this answer",
+    "new_entry": "Answer as a new FAQ entry",
+    "new_entry_label": "Answer for the new entry (reviewed like a correction)",
+    "reason": "Reason",
+    "corrected_answer": "Corrected answer",
+    "submit_flag": "Submit",
+    "handoff_reason": "转人工的问题：新增知识条目",
+    "flagged_ok": "Submitted; waiting for an admin's review.",
+    "flag_status": "Flag status",
+    "status_open": "open",
+    "status_approved": "approved · live",
+    "status_rejected": "rejected",
+    "status_released": "released",
+    "status_all": "all",
+    "status_unanswered": "unanswered (handed off)",
+    "refresh": "Refresh",
+    "release_now": "Release approved now",
+    "no_flags_open": "No open flags.",
+    "no_flags_approved": "No approved flags.",
+    "no_flags_rejected": "No rejected flags.",
+    "no_flags_released": "No released flags.",
+    "no_flags_all": "No flags yet.",
+    "no_unanswered": "No handed-off questions waiting.",
+    "flagged_by": "flagged by {agent}",
+    "agent_correction": "Agent's correction",
+    "approved_correction": "Approved correction",
+    "lineage": "Lineage",
+    "released_in": "released in",
+    "review": "Review",
+    "train_correction": "Correction to train on",
+    "note": "Note",
+    "approve": "Approve",
+    "edit_approve": "Save edit & approve",
+    "reject": "Reject",
+    "propose_entry": "Propose entry",
+    "released": "Released {count} flag(s) into dataset {dataset} (parent {parent}).",
+    "released_before": "That content was stored before.",
+    "nothing_to_release": "No approved flags to release.",
+    "reviewed_approve": "Flag {id} approved; the correction is live.",
+    "reviewed_edit": "Flag {id} edited and approved; the correction is live.",
+    "reviewed_reject": "Flag {id} rejected.",
+    "proposed": "Proposed a new entry for answer {id}; it waits for review.",
+    "forbidden_role": "This key may not use the console (needs the agent or admin role).",
+}
+
+CATALOGUE: dict[str, dict[str, str]] = {"zh": ZH, "en": EN}
+LOCALES: tuple[str, ...] = tuple(CATALOGUE)
+
+
+def locale_of(request: Request) -> str:
+    """``?lang=`` if it names a locale we have, else Chinese. A URL parameter (not a cookie or Accept-Language):
+    the page and every fragment it loads agree, and a link to the English page stays English."""
+    lang = request.query_params.get("lang", "")
+    return lang if lang in CATALOGUE else DEFAULT_LOCALE
+
+
+def translator(locale: str) -> Callable[..., str]:
+    """``t(key, **values)`` for one locale; an unknown key shows itself, so a gap is visible, not a crash."""
+    messages = CATALOGUE.get(locale, ZH)
+
+    def t(key: str, **values: object) -> str:
+        text = messages.get(key) or ZH.get(key) or key
+        return text.format(**values) if values else text
+
+    return t
