@@ -21,6 +21,7 @@ from libs.common.outbox import enqueue
 from libs.common.tables import Answer, Flag, utcnow
 from services.feedback import live
 from services.feedback.errors import FeedbackError, not_found
+from services.feedback.metrics import FLAGS
 
 Status = Literal["open", "approved", "rejected", "released"]
 STATUSES: tuple[str, ...] = get_args(Status)
@@ -127,6 +128,7 @@ async def flag_answer(
             session,
             FeedbackFlagged(flag_id=flag.flag_id, answer_id=answer_id, reason=reason_text, correction=fix, agent=agent),
         )
+    FLAGS.labels(answer.engine_id).inc()
     return _view(flag, answer)
 
 

@@ -46,3 +46,35 @@ RETRIEVAL_SECONDS = Histogram(
     "Knowledge-base retrieval time per question.",
     buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1),
 )
+
+# Answer quality per engine, so canary and live compare on one dashboard and alerts can compare engines.
+ANSWERS = Counter(
+    "kefu_gateway_answers",
+    "Finished answers by engine, route (live|canary) and outcome (answered|handed_off|error).",
+    ["engine", "route", "outcome"],
+)
+RETRIEVAL_CONFIDENCE = Histogram(
+    "kefu_gateway_retrieval_confidence",
+    "Retrieval confidence of each question (share of its content found in the best entry); below 0.1 the question "
+    "is far from every FAQ entry (an unseen topic).",
+    ["engine", "route"],
+    buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+)
+ANSWER_CHARS = Histogram(
+    "kefu_gateway_answer_characters",
+    "Length of each answered (not handed-off) answer in characters.",
+    ["engine", "route"],
+    buckets=(8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+)
+
+
+def observe_answer(engine: str, route: str, status: str, handoff: bool, confidence: float | None, text: str) -> None:
+    """One finished answer into the quality metrics (cancelled answers are neither right nor wrong: skipped)."""
+    if status == "cancelled":
+        return
+    outcome = "error" if status == "error" else "handed_off" if handoff else "answered"
+    ANSWERS.labels(engine, route, outcome).inc()
+    if confidence is not None:
+        RETRIEVAL_CONFIDENCE.labels(engine, route).observe(confidence)
+    if outcome == "answered":
+        ANSWER_CHARS.labels(engine, route).observe(len(text))

@@ -161,6 +161,10 @@ def test_grafana_dashboard_has_the_panels_and_only_known_metrics() -> None:
         "kefu_trainer_loss",
         "kefu_builder_gate_agreement",
         'destination="feedback.flagged"',
+        "kefu_gateway_answers_total",
+        "kefu_gateway_retrieval_confidence_bucket",
+        "kefu_gateway_answer_characters_bucket",
+        "kefu_feedback_flags_total",
     ):
         assert metric in exprs, metric
     provisioning = ROOT / "deploy" / "grafana" / "provisioning"
