@@ -122,7 +122,7 @@ async def _pipeline(events: EventLog, say, question_sets: list[Path]) -> dict[st
 
 async def _feedback_loop(events: EventLog, out: dict[str, Any], keys: dict[str, str], say) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """An agent corrects one answer; the correction is approved, released, trained, built and goes live."""
-    from services.ingest.cleaning import normalize_text
+    from libs.datasets.cleaning import normalize_text
 
     flagged = out["answers"][0]
     correction = f"{flagged['answer'].rstrip('。')}。如仍有疑问，请拨打客服热线400-820-8820。"
@@ -243,7 +243,7 @@ async def _question_sets(paths: list[Path], key: str, say) -> dict[str, Any]:  #
 
 async def _until_served(question: str, expected: str, key: str, since: float) -> float | None:
     """Seconds from ``since`` until the gateway answers ``question`` with ``expected`` (None: not within the limit)."""
-    from services.ingest.cleaning import normalize_text
+    from libs.datasets.cleaning import normalize_text
 
     http = service_settings("gateway").endpoints()["http"] + "/v1"
     model = service_settings("gateway").triton_model_name

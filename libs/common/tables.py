@@ -1,6 +1,49 @@
 """The one relational schema (SQLAlchemy 2 declarative); Alembic migrations in ``migrations/`` create it.
 
 Foundation tables: the event ledger, processed event ids (idempotent consumers) and the transactional outbox.
+
+Ownership. Each domain table has one writer, its owner (``datasets`` has two, see [b]); the foundation tables and
+``jobs`` are written by every service for its own rows, through libs/common. A read by another service is listed
+below with its reason [a-h] and is deliberate; any other cross-service read is a defect: carry the data in an event,
+or add the read here.
+
+================== =============================================== ==============================================
+table              written by                                      read by
+================== =============================================== ==============================================
+outbox             every producer (``outbox.enqueue``, in the      every service's relay: any pending row, leased,
+                   state change's transaction)                     so events leave while their producer is down
+event_ledger       every producer (``outbox.enqueue``)             feedback: ``kefu lineage`` (model.failed) [a]
+processed_events   every consumer, its own ``consumer`` rows       the same consumer (``outbox.claim_event``)
+jobs               trainer (kind ``train``), builder (``build``),  the same service (``libs.common.jobs``)
+                   each only its own kind
+datasets           ingest (uploads) and feedback (releases) [b],   ingest, feedback (insert-if-absent);
+                   both through ``libs.datasets.store``            feedback: lineage [c]
+models             trainer                                         feedback: lineage [c]
+engines            builder                                         builder (retire on rollback); gateway: the
+                                                                   engine's manifest uri [d]; feedback: lineage [c]
+api_keys           gateway (``kefu keys create``; demo and bench   gateway, ingest, feedback: auth [e]
+                   through ``libs.common.apikeys``)
+answers            gateway (the answer log)                        gateway (canary, shadow, stats); feedback: agent
+                                                                   console, flags, release, lineage, drift [f]
+deployments        gateway (rollout, shadow evidence)              gateway; feedback: release parent, lineage,
+                                                                   drift [g]; ``kefu demo``: rollback reason
+flags              feedback                                        feedback
+knowledge_updates  feedback (approved live corrections)            feedback; gateway: knowledge refresh [h]
+================== =============================================== ==============================================
+
+[a] The ledger is the journal of every event; lineage reads failures there instead of keeping its own copy.
+[b] Two writers by design: a dataset version is the same record whichever service made it, and its id is a content
+    hash. Trainer and builder learn of a version from ``dataset.ready``, never from this table.
+[c] ``kefu lineage`` (feedback) joins the chain dataset → model → engine → deployment → flags for people; read-only.
+[d] ``engine.built`` carries no artifact uri, so the gateway looks it up to read the engine's retrieval settings;
+    putting the uri in the event would remove this read.
+[e] One key store for every API, so one key works wherever its role allows.
+[f] Agents flag and review the answers customers were given: the log is the gateway's, feedback never writes it
+    and keeps only the ``answer_id`` on a flag.
+[g] A release is built on the dataset of the live engine, and drift is measured against the live engine.
+[h] The table is the ordered log of live corrections: ``knowledge.updated`` only wakes the gateway, which reads the
+    rows it has not applied yet, and polls every second as a backstop to a missed event; a restarted gateway
+    rebuilds its knowledge from it.
 """
 
 from __future__ import annotations

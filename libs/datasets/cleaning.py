@@ -24,8 +24,8 @@ import html
 import re
 import unicodedata
 
-from services.ingest.options import IngestOptions
-from services.ingest.sources import QAPair
+from libs.datasets.options import IngestOptions
+from libs.datasets.records import QAPair
 
 _KEEP_FULLWIDTH = set("！，：；？（）")
 _FOLD: dict[int, int | str] = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F) if chr(cp) not in _KEEP_FULLWIDTH}

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.ingest.cleaning import canonical_key
-from services.ingest.sources import QAPair
+from libs.datasets.cleaning import canonical_key
+from libs.datasets.records import QAPair
 
 _PRIME = (1 << 31) - 1  # a*x + b stays below 2**63 for 31-bit a, b, x, so uint64 arithmetic cannot overflow
 _PLACEHOLDER = re.compile(r"\[(?:PHONE|EMAIL|ID_CARD|BANK_CARD|ADDRESS|SENSITIVE)\]")

@@ -25,12 +25,12 @@ from typing import Any, Protocol
 from libs.common import knowledge, retrieval
 from libs.common.knowledge import KNOWLEDGE_FILE, entry_id_for
 from libs.common.pii import Redactor
-from services.ingest.cleaning import clean_pair, filter_pair
-from services.ingest.dedup import dedup, question_key
-from services.ingest.errors import IngestError
-from services.ingest.options import IngestOptions
-from services.ingest.sources import QAPair, display_source, extract_pair, resolve_mapping
-from services.ingest.split import split_keys
+from libs.datasets.cleaning import clean_pair, filter_pair
+from libs.datasets.dedup import dedup, question_key
+from libs.datasets.errors import DatasetError
+from libs.datasets.options import IngestOptions
+from libs.datasets.records import QAPair, display_source, extract_pair, resolve_mapping
+from libs.datasets.split import split_keys
 
 # Bump when cleaning/redaction/dedup rules change, so the same input yields a new dataset id.
 PIPELINE_VERSION = 2  # 2: every version also carries its knowledge base
@@ -130,13 +130,13 @@ def prepare_dataset(
     source: str = "records",
     tokenizer: SupportsEncode | None = None,
 ) -> PreparedDataset:
-    """Map, clean, redact, filter, dedup and split ``records``; no I/O. Raises ``IngestError`` on unusable input."""
+    """Map, clean, redact, filter, dedup and split ``records``; no I/O. Raises ``DatasetError`` on unusable input."""
     options = options or IngestOptions()
     shown = display_source(source)
     records = iter(records)
     first = next(records, None)
     if first is None:
-        raise IngestError(f"{shown}: no records (the source is empty)")
+        raise DatasetError(f"{shown}: no records (the source is empty)")
     mapping = resolve_mapping(
         [str(k) for k in first], options.question_field, options.answer_field, options.input_field, where=shown
     )
@@ -168,7 +168,7 @@ def prepare_dataset(
 
     if not rows:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items()))
-        raise IngestError(f"{shown}: no usable rows; all {read} records were dropped ({reasons})")
+        raise DatasetError(f"{shown}: no usable rows; all {read} records were dropped ({reasons})")
 
     result = dedup(
         rows,
@@ -224,11 +224,11 @@ def write_dataset(prepared: PreparedDataset, out_dir: Path | str) -> str:
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise IngestError(f"{out_dir}: exists and is not a directory")
+        raise DatasetError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir():
         foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in DATASET_FILES)
         if foreign:
-            raise IngestError(f"{out_dir}: holds other files ({', '.join(foreign[:5])}); choose an empty --out")
+            raise DatasetError(f"{out_dir}: holds other files ({', '.join(foreign[:5])}); choose an empty --out")
     parent = out_dir.parent
     previous: Path | None = None
     tmp: Path | None = None
@@ -249,7 +249,7 @@ def write_dataset(prepared: PreparedDataset, out_dir: Path | str) -> str:
         if previous is not None and not out_dir.exists():
             os.replace(previous, out_dir)
             previous = None
-        raise IngestError(f"{out_dir}: cannot write the dataset: {exc.strerror or exc}") from None
+        raise DatasetError(f"{out_dir}: cannot write the dataset: {exc.strerror or exc}") from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

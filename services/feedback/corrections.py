@@ -1,8 +1,9 @@
 """Fold reviewed corrections into a dataset: pure file work, no database (``release.py`` does the bookkeeping).
 
 New version = the parent's train + eval rows, where each correction REPLACES the row of the same normalized
-question (or a near-duplicate of it) and is appended otherwise, all passed through ingest's own cleaning, PII
-redaction, dedup and split, plus ``regression.jsonl`` (every correction so far), which the trainer evaluates.
+question (or a near-duplicate of it) and is appended otherwise, all passed through the cleaning, PII redaction,
+dedup and split ingest uses (``libs.datasets``), plus ``regression.jsonl`` (every correction so far), which the
+trainer evaluates.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from libs.datasets.cleaning import clean_pair
+from libs.datasets.dedup import jaccard, question_key, shingles
+from libs.datasets.errors import DatasetError
+from libs.datasets.options import IngestOptions
+from libs.datasets.pipeline import PreparedDataset, dataset_id_for, prepare_dataset, write_dataset
+from libs.datasets.records import QAPair
 from services.feedback.errors import FeedbackError
-from services.ingest.cleaning import clean_pair
-from services.ingest.dedup import jaccard, question_key, shingles
-from services.ingest.errors import IngestError
-from services.ingest.options import IngestOptions
-from services.ingest.pipeline import PreparedDataset, dataset_id_for, prepare_dataset, write_dataset
-from services.ingest.sources import QAPair
 
 REGRESSION_FILE = "regression.jsonl"
 
@@ -86,7 +87,7 @@ def clean_corrections(corrections: Sequence[Correction], options: IngestOptions)
         latest[key] = pair
     try:
         prepared = prepare_dataset(_records(list(latest.values())), options, source="feedback corrections")
-    except IngestError as exc:
+    except DatasetError as exc:
         raise FeedbackError(422, "no_usable_corrections", f"no correction survives cleaning: {exc}") from None
     return [*prepared.train, *prepared.eval]
 
@@ -118,7 +119,7 @@ def build_release(
     kept = [row for row in base if not _replaced(row, keys, grams, options)]
     try:
         prepared = prepare_dataset(_records([*kept, *fixes]), options, source=f"feedback:{parent_id}")
-    except IngestError as exc:
+    except DatasetError as exc:
         raise FeedbackError(422, "bad_release", str(exc)) from None
 
     # The split hashes the question, so a corrected question may land in eval — where the model would never learn
@@ -130,7 +131,7 @@ def build_release(
     files = PreparedDataset(prepared.dataset_id, train, eval_, prepared.card).files()
     content_id = dataset_id_for(files["train.jsonl"], files["eval.jsonl"], options)
     regression = _jsonl(fixes)
-    # The regression set is not in ingest's id (it hashes train/eval only); fold it in, so a release that changes
+    # The regression set is not in the pipeline's id (it hashes train/eval only); fold it in, so a release that changes
     # only regression.jsonl is still a new, content-addressed version rather than a silent no-op.
     dataset_id = "ds-" + hashlib.sha256(content_id.encode() + b"\0" + regression).hexdigest()[:16]
 

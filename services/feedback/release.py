@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from libs.common.artifacts import ArtifactStore
 from libs.common.tables import Answer, Deployment, Flag
+from libs.datasets.store import store_dataset
 from services.feedback.corrections import Correction, build_release
 from services.feedback.errors import FeedbackError
-from services.ingest.publish import store_dataset
 
 log = logging.getLogger("kefu.feedback.release")
 
@@ -106,18 +106,12 @@ async def release_corrections(
             ):
                 log.info("approved flags changed while release %s was built; not releasing it", new_id)
                 return None
-            # The flag UPDATE goes first: on SQLite the driver opens the transaction only at the first write, and
-            # the savepoint below must nest inside it rather than start (and, on release, commit) its own.
             for flag in locked:
                 flag.status, flag.released_dataset_id = "released", new_id
-            await session.flush()
-            # store_dataset runs its own "transaction"; bound to this connection it becomes a SAVEPOINT, so the
-            # dataset row, its outbox event and the flags above commit (or roll back) together.
-            joined = async_sessionmaker(
-                bind=await session.connection(), join_transaction_mode="create_savepoint", expire_on_commit=False
-            )
+            # store_dataset only stages in this session, so the dataset row, its outbox event and the flags above
+            # commit (or roll back) together when this block ends.
             event = await store_dataset(
-                joined, artifacts, out, new_id, card, f"feedback:{parent}", parent_dataset_id=parent, flag_ids=flag_ids
+                session, artifacts, out, new_id, card, f"feedback:{parent}", parent_dataset_id=parent, flag_ids=flag_ids
             )
     counts = {k: v for k, v in card["counts"].items() if isinstance(v, int)}
     log.info("released %d flag(s) into dataset %s (parent %s)", len(flag_ids), new_id, parent)

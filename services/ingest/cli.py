@@ -14,10 +14,11 @@ import typer
 import yaml
 from pydantic import ValidationError
 
+from libs.datasets.options import IngestOptions
+from libs.datasets.pipeline import PreparedDataset, SupportsEncode, prepare_dataset, write_dataset
+from libs.datasets.records import display_source
 from services.ingest.errors import IngestError
-from services.ingest.options import IngestOptions
-from services.ingest.pipeline import PreparedDataset, SupportsEncode, prepare_dataset, write_dataset
-from services.ingest.sources import decode_bytes, display_source, read_records
+from services.ingest.sources import decode_bytes, read_records
 
 DEFAULT_OUT_ROOT = Path("out") / "datasets"
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
+from libs.datasets.errors import DatasetError
 
-class IngestError(Exception):
-    """Bad or unusable input. The message is shown to the user as-is, so it names the file, line and fields."""
+# One class, not a subclass: the shared pipeline (libs.datasets) raises DatasetError for the same bad input that
+# the readers here reject, and every ``except IngestError`` in the CLI and routes must keep catching both.
+IngestError = DatasetError
 
 
 class LimitExceeded(IngestError):

@@ -11,11 +11,11 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 
 from libs.common.http import ApiError
 from libs.common.runtime import ServiceRuntime
+from libs.datasets.options import IngestOptions
+from libs.datasets.pipeline import prepare_dataset, write_dataset
+from libs.datasets.store import store_dataset
 from services.ingest.auth import require_uploader
 from services.ingest.errors import IngestError, LimitExceeded
-from services.ingest.options import IngestOptions
-from services.ingest.pipeline import prepare_dataset, write_dataset
-from services.ingest.publish import store_dataset
 from services.ingest.settings import Settings
 from services.ingest.sources import read_records
 
@@ -81,7 +81,8 @@ async def upload_dataset(
             raise ApiError(status, code, f"{_relative(exc, tmp)} ({setting})") from None
         except IngestError as exc:
             raise ApiError(400, "bad_dataset", _relative(exc, tmp)) from None
-        event = await store_dataset(rt.sessions, rt.artifacts, out, dataset_id, card, name)
+        async with rt.sessions() as session, session.begin():
+            event = await store_dataset(session, rt.artifacts, out, dataset_id, card, name)
     rt.kick_outbox()
     return {"dataset_id": dataset_id, "published": event is not None, "card": card}
 

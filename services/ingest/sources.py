@@ -1,4 +1,4 @@
-"""Readers that turn a source (file or database) into raw records, and the field mapping that makes them Q-A pairs.
+"""Readers that turn a source (file or database) into raw records; ``libs.datasets.records`` maps them to Q-A rows.
 
 Readers only parse; they never clean. Every reader error is an ``IngestError`` naming the file and, where there is
 one, the line, so the CLI can print it without a traceback. The database readers and their query checks are in
@@ -10,14 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from itertools import islice
-from numbers import Number
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
+from libs.datasets.records import display_source, is_postgres_url
 from services.ingest.errors import IngestError
 from services.ingest.sql import read_postgres, read_sqlite, too_many_rows
 
@@ -34,40 +32,6 @@ _SUFFIXES = {
 }
 # Tried in order: UTF-8 (a BOM is dropped), then GB18030, a superset of GBK/GB2312 that Excel in China writes.
 _ENCODINGS = ("utf-8-sig", "gb18030")
-
-
-@dataclass(frozen=True)
-class QAPair:
-    """One training example: the question (instruction), optional context (input) and the answer (output)."""
-
-    instruction: str
-    input: str
-    output: str
-
-
-@dataclass(frozen=True)
-class FieldMapping:
-    """Which raw-record keys hold the question, the optional context and the answer."""
-
-    question: str
-    answer: str
-    input: str | None = None
-
-
-def is_postgres_url(source: str) -> bool:
-    return source.startswith(("postgresql://", "postgres://"))
-
-
-def display_source(source: str) -> str:
-    """The source as it may be shown or stored: a database password never leaves this function."""
-    if not is_postgres_url(source):
-        return source
-    parts = urlsplit(source)
-    if parts.password is None:
-        return source
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
 def detect_format(source: str, fmt: str | None = None) -> Format:
@@ -207,59 +171,3 @@ def read_csv(path: Path) -> Iterator[dict[str, Any]]:
     except csv.Error as exc:
         raise IngestError(f"{path}: line {reader.line_num}: malformed CSV: {exc}") from None
     return iter(rows)
-
-
-def resolve_mapping(
-    keys: list[str],
-    question_field: str | None = None,
-    answer_field: str | None = None,
-    input_field: str | None = None,
-    *,
-    where: str = "source",
-) -> FieldMapping:
-    """Map record keys to question/answer/input, auto-detecting the usual names when no field is given."""
-    by_lower = {k.strip().lower(): k for k in keys}
-
-    def find(name: str | None) -> str | None:
-        if name is None:
-            return None
-        return name if name in keys else by_lower.get(name.strip().lower())
-
-    found = ", ".join(repr(k) for k in keys) or "none"
-    if question_field or answer_field or input_field:
-        mapping = {"question": question_field or "question", "answer": answer_field or "answer"}
-        if input_field:
-            mapping["input"] = input_field
-        missing = [f"{role}={name!r}" for role, name in mapping.items() if find(name) is None]
-        if missing:
-            raise IngestError(f"{where}: mapped field(s) {', '.join(missing)} not found; fields found: {found}")
-        return FieldMapping(find(mapping["question"]), find(mapping["answer"]), find(input_field))  # type: ignore[arg-type]
-    if find("question") and find("answer"):
-        return FieldMapping(find("question"), find("answer"), find("input") or find("context"))  # type: ignore[arg-type]
-    if find("instruction") and find("output"):
-        return FieldMapping(find("instruction"), find("output"), find("input"))  # type: ignore[arg-type]
-    raise IngestError(
-        f"{where}: no question/answer or instruction/input/output fields; fields found: {found} "
-        "(map them with --question-field/--answer-field)"
-    )
-
-
-def field_text(value: Any) -> str | None:
-    """A field value as text: None is empty, numbers become their digits, anything else (bytes, lists) is None."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, Number) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def extract_pair(record: Mapping[str, Any], mapping: FieldMapping) -> QAPair | None:
-    """The raw pair of a record, or None when a field holds something that is not text (a blob, a list)."""
-    question = field_text(record.get(mapping.question))
-    answer = field_text(record.get(mapping.answer))
-    context = field_text(record.get(mapping.input)) if mapping.input else ""
-    if question is None or answer is None or context is None:
-        return None
-    return QAPair(question, context, answer)

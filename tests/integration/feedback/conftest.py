@@ -27,11 +27,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from libs.common.artifacts import ArtifactStore
 from libs.common.db import make_engine, make_sessionmaker, upgrade_database
 from libs.common.tables import Answer, ApiKey, Deployment, utcnow
+from libs.datasets.options import IngestOptions
+from libs.datasets.pipeline import prepare_dataset, write_dataset
+from libs.datasets.store import store_dataset
 from services.feedback.app import create_app
 from services.feedback.settings import Settings
-from services.ingest.options import IngestOptions
-from services.ingest.pipeline import prepare_dataset, write_dataset
-from services.ingest.publish import store_dataset
 from tests.conftest import free_port, pg_admin, pg_database_url
 
 SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample" / "cloudmax_faq.jsonl"
@@ -102,7 +102,8 @@ async def seed_live_dataset(sessions: async_sessionmaker, home: Path, *, live: b
     prepared = prepare_dataset(records, IngestOptions(), source=SAMPLE.name)
     out = home / "work" / prepared.dataset_id
     write_dataset(prepared, out)
-    await store_dataset(sessions, ArtifactStore(home), out, prepared.dataset_id, prepared.card, SAMPLE.name)
+    async with sessions() as session, session.begin():
+        await store_dataset(session, ArtifactStore(home), out, prepared.dataset_id, prepared.card, SAMPLE.name)
     if live:
         async with sessions() as session, session.begin():
             session.add(

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from libs.datasets.pipeline import prepare_dataset
 from services.ingest.errors import IngestError
-from services.ingest.pipeline import prepare_dataset
 from services.ingest.sources import read_records
 
 PG_URL = os.environ.get("KEFU_TEST_INGEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -8,12 +8,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from libs.common.pii import Redactor
-from services.ingest.cleaning import clean_pair, filter_pair, normalize_text
-from services.ingest.dedup import dedup
+from libs.datasets.cleaning import clean_pair, filter_pair, normalize_text
+from libs.datasets.dedup import dedup
+from libs.datasets.options import IngestOptions
+from libs.datasets.pipeline import prepare_dataset
+from libs.datasets.records import QAPair
 from services.ingest.errors import IngestError
-from services.ingest.options import IngestOptions
-from services.ingest.pipeline import prepare_dataset
-from services.ingest.sources import QAPair
 
 #: Valid by each rule's own checks: a mainland mobile, a checksummed 18-digit ID, a Luhn-valid card, a personal email.
 PLANTED = ["13812345678", "11010519491231002X", "4111111111111111", "zhang.san@example.org"]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from services.ingest.cleaning import (
+from libs.datasets.cleaning import (
     canonical_key,
     filter_pair,
     is_non_text,
     normalize_text,
     truncate_at_sentence,
 )
-from services.ingest.options import IngestOptions
-from services.ingest.sources import QAPair
+from libs.datasets.options import IngestOptions
+from libs.datasets.records import QAPair
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import json
 import random
 from pathlib import Path
 
-from services.ingest.cleaning import canonical_key
-from services.ingest.dedup import MinHasher, dedup, form_score, jaccard, lsh_shape, shingles
-from services.ingest.sources import QAPair
+from libs.datasets.cleaning import canonical_key
+from libs.datasets.dedup import MinHasher, dedup, form_score, jaccard, lsh_shape, shingles
+from libs.datasets.records import QAPair
 
 
 def pairs(*rows: tuple[str, str]) -> list[QAPair]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.ingest.split import assign_side, split_keys, split_score
+from libs.datasets.split import assign_side, split_keys, split_score
 
 
 def test_same_question_lands_on_the_same_side_whatever_else_is_in_the_dataset() -> None:

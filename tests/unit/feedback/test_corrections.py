@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from libs.datasets.dedup import question_key
+from libs.datasets.options import IngestOptions
+from libs.datasets.pipeline import prepare_dataset, write_dataset
+from libs.datasets.records import QAPair
+from libs.datasets.split import assign_side
 from services.feedback.corrections import REGRESSION_FILE, Correction, build_release, options_of
 from services.feedback.errors import FeedbackError
-from services.ingest.dedup import question_key
-from services.ingest.options import IngestOptions
-from services.ingest.pipeline import prepare_dataset, write_dataset
-from services.ingest.sources import QAPair
-from services.ingest.split import assign_side
 
 FAQ = [
     ("如何注册CloudMax账号？", "打开官网，点击右上角「注册」，填写手机号并输入短信验证码即可完成注册。"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from libs.common.pii import Redactor, luhn_valid, valid_id_card
-from services.ingest.options import IngestOptions
+from libs.datasets.options import IngestOptions
 
 REDACTOR = Redactor(IngestOptions())
 

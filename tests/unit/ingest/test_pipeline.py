@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from libs.common.knowledge import entry_id_for, read_entries
+from libs.datasets.options import IngestOptions
+from libs.datasets.pipeline import PreparedDataset, count_tokens, length_stats, prepare_dataset, write_dataset
 from services.ingest.errors import IngestError
-from services.ingest.options import IngestOptions
-from services.ingest.pipeline import PreparedDataset, count_tokens, length_stats, prepare_dataset, write_dataset
 from services.ingest.sources import read_records
 
 SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample" / "cloudmax_faq.jsonl"

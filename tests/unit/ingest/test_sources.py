@@ -6,17 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from libs.datasets.records import FieldMapping, QAPair, display_source, extract_pair, resolve_mapping
 from services.ingest.errors import IngestError
-from services.ingest.sources import (
-    FieldMapping,
-    QAPair,
-    decode_bytes,
-    detect_format,
-    display_source,
-    extract_pair,
-    read_records,
-    resolve_mapping,
-)
+from services.ingest.sources import decode_bytes, detect_format, read_records
 
 
 def test_gbk_csv_is_detected_and_decoded(fixtures: Path) -> None:
