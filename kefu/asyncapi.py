@@ -24,6 +24,8 @@ _PRODUCERS = {
     "deployment.live": "gateway",
     "deployment.rolled_back": "gateway",
     "feedback.flagged": "feedback",
+    "knowledge.updated": "feedback (an approved correction, served at once)",
+    "quality.drift": "feedback (the question-drift check)",
 }
 
 _HEADERS = (

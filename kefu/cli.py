@@ -136,7 +136,73 @@ def asyncapi(
     print(f"wrote {write_asyncapi(out, bootstrap=bootstrap)}")
 
 
+@app.command()
+def report(
+    out: Annotated[Path, typer.Option(help="Where to write the self-contained HTML page.")] = Path("report.html"),
+    runs: Annotated[int, typer.Option(min=1, help="Training runs whose loss curves are drawn (newest).")] = 5,
+    days: Annotated[int, typer.Option(min=1, help="Days of answers for the hand-off and flag rates.")] = 30,
+) -> None:
+    """Write a quality report (loss curves, evaluation per model, hand-off/flag rates per engine, canary
+    decisions) as one HTML file with its plots inlined: open it in any browser."""
+    from kefu.report import write_report
+    from services.trainer.settings import Settings as TrainerSettings  # its MLflow tracking URI
+
+    print(f"wrote {write_report(TrainerSettings(), out, runs=runs, days=days)}")
+
+
+drift_app = typer.Typer(help="Question drift: are customers still asking what the live engine was trained on?")
+
+
+@drift_app.command("check")
+def drift_check(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the check's record as one JSON object.")] = False,
+) -> None:
+    """Compare the last window of customer questions with the live engine's training questions now.
+
+    Publishes quality.drift (through the outbox) when a threshold is crossed; exit code 1 then, else 0.
+    """
+    from libs.common.artifacts import ArtifactStore
+    from libs.common.db import open_database
+    from libs.common.outbox import flush_outbox
+    from services.feedback.drift_check import run_check
+    from services.feedback.errors import FeedbackError
+    from services.feedback.settings import Settings
+
+    settings = Settings()
+
+    async def run() -> dict:
+        async with open_database(settings) as sessions:
+            record = await run_check(sessions, ArtifactStore(settings.home), settings, trigger="cli")
+            if record["event_id"]:
+                await flush_outbox(settings, sessions, client="drift-cli")
+            return record
+
+    try:
+        record = asyncio.run(run())
+    except FeedbackError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(record, ensure_ascii=False))
+    else:
+        conf, far = record["figures"]["confidence"], record["figures"]["far_share"]
+        typer.echo(
+            f"{record['questions']} questions since {record['window_start']} vs {record['reference_questions']} "
+            f"training questions of {record['dataset_id']} (engine {record['engine_id']})"
+        )
+        typer.echo(
+            f"confidence mean {conf.get('current_mean', 0):.3f} vs {conf.get('reference_mean', 0):.3f}; "
+            f"far from every entry {far['current']:.1%} vs {far['reference']:.1%}"
+        )
+        for line in record["crossed"] or (["no threshold crossed"] if record["judged"] else ["too few questions"]):
+            typer.echo(f"  {line}")
+        if record["event_id"]:
+            typer.echo(f"quality.drift {record['event_id']}")
+    raise typer.Exit(1 if record["event_id"] else 0)
+
+
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(drift_app, name="drift")
 
 for _name in service_names():
     _module = optional_module(_name, "cli")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,6 +24,7 @@ class Topic(StrEnum):
     DEPLOYMENT_ROLLED_BACK = "deployment.rolled_back"
     FEEDBACK_FLAGGED = "feedback.flagged"
     KNOWLEDGE_UPDATED = "knowledge.updated"
+    QUALITY_DRIFT = "quality.drift"
 
     @property
     def dlq(self) -> str:
@@ -157,6 +158,27 @@ class KnowledgeUpdated(Event):
     flag_id: str | None = None
 
 
+class QualityDrift(Event):
+    """Customers' questions no longer look like the live engine's training questions (a threshold was crossed)."""
+
+    topic: ClassVar[Topic] = Topic.QUALITY_DRIFT
+    key_field: ClassVar[str] = "engine_id"
+    check_id: str = Field(min_length=1)
+    engine_id: str = Field(min_length=1)
+    dataset_id: str
+    window_start: datetime
+    window_end: datetime
+    questions: int = Field(ge=0, description="Customer questions in the window.")
+    reference_questions: int = Field(ge=0)
+    crossed: list[str] = Field(description="One line per threshold crossed, with its figures.")
+    figures: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="confidence / length / far_share: both samples' summaries and KS tests."
+    )
+    clusters: list[dict[str, Any]] = Field(
+        default_factory=list, description="Top clusters of handed-off or flagged questions in the window."
+    )
+
+
 EVENT_TYPES: dict[Topic, type[Event]] = {
     cls.topic: cls
     for cls in (
@@ -168,6 +190,7 @@ EVENT_TYPES: dict[Topic, type[Event]] = {
         DeploymentRolledBack,
         FeedbackFlagged,
         KnowledgeUpdated,
+        QualityDrift,
     )
 }
 

@@ -14,6 +14,7 @@ from libs.common.runtime import ServiceRuntime
 from libs.common.telemetry import configure_logging
 from services.feedback import batcher as batching
 from services.feedback import routes, web
+from services.feedback.drift_check import DriftScheduler
 from services.feedback.settings import Settings
 
 
@@ -27,7 +28,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         batching.register(runtime, batcher)
         await runtime.start()
         runtime.spawn(batcher.run(), name="feedback-release-batcher")
-        app.state.runtime, app.state.batcher = runtime, batcher
+        drift = DriftScheduler(runtime.sessions, runtime.artifacts, settings, runtime.kick_outbox)
+        runtime.spawn(drift.run(), name="feedback-drift-check")
+        app.state.runtime, app.state.batcher, app.state.drift = runtime, batcher, drift
         try:
             yield
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -9,7 +10,8 @@ from pydantic import BaseModel, Field
 
 from libs.common.http import Text
 from libs.common.runtime import ServiceRuntime
-from services.feedback import answers, flags
+from libs.common.tables import utcnow
+from services.feedback import answers, drift_check, flags
 from services.feedback.auth import ADMIN_ROLES, AGENT_ROLES, Principal, require
 from services.feedback.batcher import ReleaseBatcher
 
@@ -142,3 +144,23 @@ async def release(request: Request, _: Admin, body: ReleaseIn | None = None) -> 
     if result is None:
         return {"released": False, "reason": "no approved flags to release"}
     return {"released": True, **result.to_json()}
+
+
+@router.post("/drift/check")
+async def drift_check_now(request: Request, _: Admin) -> dict[str, Any]:
+    """Compare the last window of customer questions with the live engine's training questions now; the record
+    (figures, thresholds crossed, ``event_id`` of the ``quality.drift`` it published or null)."""
+    return await request.app.state.drift.check(trigger="api")
+
+
+@router.get("/drift/clusters")
+async def drift_clusters(
+    request: Request,
+    _: Agent,
+    days: Annotated[float, Query(gt=0, le=90, description="How far back, in days.")] = 7,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> dict[str, Any]:
+    """Top clusters of handed-off or flagged questions (similar wordings grouped), largest first."""
+    since = utcnow() - timedelta(days=days)
+    clusters = await drift_check.unanswered_clusters(_rt(request).sessions, since=since, limit=limit)
+    return {"since": since.isoformat(), "clusters": clusters}

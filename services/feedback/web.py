@@ -9,6 +9,7 @@ from ``i18n`` in the locale named by ``?lang=`` (Chinese by default).
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,7 +18,8 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from libs.common.http import Text
-from services.feedback import answers, flags, i18n
+from libs.common.tables import utcnow
+from services.feedback import answers, drift_check, flags, i18n
 from services.feedback.auth import ADMIN_ROLES, AGENT_ROLES, Principal, require
 from services.feedback.batcher import ReleaseBatcher
 from services.feedback.flags import FlagView
@@ -31,6 +33,7 @@ router = APIRouter(include_in_schema=False)
 Agent = Annotated[Principal, Depends(require(AGENT_ROLES))]
 Admin = Annotated[Principal, Depends(require(ADMIN_ROLES))]
 PER_PAGE = 20
+CLUSTER_DAYS = 7
 
 SECURITY_HEADERS = {
     # Only our own script and stylesheet run: an answer that contains markup stays text even if escaping failed.
@@ -117,8 +120,12 @@ async def queue(
 
 @router.get("/ui/unanswered", response_class=HTMLResponse)
 async def unanswered(request: Request, _: Agent, limit: Annotated[int, Query(ge=1, le=500)] = 100) -> HTMLResponse:
-    rows = await flags.list_unanswered(request.app.state.runtime.sessions, limit=limit)
-    return _html(request, "_unanswered.html", rows=rows)
+    sessions = request.app.state.runtime.sessions
+    rows = await flags.list_unanswered(sessions, limit=limit)
+    # What customers keep asking that the bot cannot answer, grouped: where a new FAQ entry helps most.
+    since = utcnow() - timedelta(days=CLUSTER_DAYS)
+    clusters = await drift_check.unanswered_clusters(sessions, since=since, limit=10)
+    return _html(request, "_unanswered.html", rows=rows, clusters=clusters, cluster_days=CLUSTER_DAYS)
 
 
 @router.post("/ui/unanswered/{answer_id}", response_class=HTMLResponse)
