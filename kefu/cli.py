@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from kefu.dlq import dlq_app
+from kefu.events_tail import events_app
 from kefu.registry import optional_module, service_names
 
 app = typer.Typer(
@@ -203,6 +204,7 @@ def drift_check(
 
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(drift_app, name="drift")
+app.add_typer(events_app, name="events")
 
 for _name in service_names():
     _module = optional_module(_name, "cli")

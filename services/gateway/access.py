@@ -1,7 +1,8 @@
 """Who may do what in the gateway: role sets per call, a short key-lookup cache and a per-key rate limit.
 
-Keys themselves (hashing, creation, roles) are ``libs.common.apikeys``. The rate limit is a token bucket per key
-and per gateway process: N replicas let a key through N times as fast.
+Keys themselves (hashing, creation, roles) are ``libs.common.apikeys``. The rate limit (``ratelimit.py``) is per
+key: per gateway process by default (N replicas let a key through N times as fast), or shared by every replica
+through Redis when ``KEFU_REDIS_URL`` is set.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from libs.common.apikeys import bearer, find_key, hash_key
 from services.gateway.errors import forbidden, rate_limited, unauthenticated
+from services.gateway.ratelimit import LocalLimiter, RateLimiter
 
 CHAT = frozenset({"app", "admin"})
 FLAG = frozenset({"agent", "admin"})
@@ -26,35 +28,23 @@ class Principal:
     rate_limit_per_minute: int | None
 
 
-class TokenBucket:
-    """``per_minute`` requests a minute, bursts up to that many; ``take`` returns seconds to wait (0: allowed)."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self.tokens = self.capacity
-        self.at = time.monotonic()
-
-    def take(self) -> float:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return 0.0
-        return (1.0 - self.tokens) / self.rate
-
-
 class Access:
     """Authenticate, authorize and rate-limit one call. Lookups are cached for ``cache_seconds`` so a chat call
     costs no database round trip; a revoked key stops working within that time."""
 
-    def __init__(self, sessions: async_sessionmaker, *, default_rate_per_minute: int, cache_seconds: float) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker,
+        *,
+        default_rate_per_minute: int,
+        cache_seconds: float,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.sessions = sessions
         self.default_rate = default_rate_per_minute
         self.cache_seconds = cache_seconds
+        self.limiter = limiter or LocalLimiter()
         self._cache: dict[str, tuple[Principal | None, float]] = {}
-        self._buckets: dict[str, TokenBucket] = {}
 
     async def lookup(self, key: str) -> Principal | None:
         digest = hash_key(key)
@@ -79,11 +69,10 @@ class Access:
             raise unauthenticated("unknown or revoked API key")
         if principal.role not in allowed:
             raise forbidden(principal.role, allowed)
-        bucket = self._buckets.get(principal.key_id)
-        if bucket is None:
-            bucket = TokenBucket(principal.rate_limit_per_minute or self.default_rate)
-            self._buckets[principal.key_id] = bucket
-        wait = bucket.take()
+        wait = await self.limiter.take(principal.key_id, principal.rate_limit_per_minute or self.default_rate)
         if wait > 0:
             raise rate_limited(wait)
         return principal
+
+    async def aclose(self) -> None:
+        await self.limiter.aclose()

@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await gw.answer_log.drain()
             await runtime.stop()
             await gw.triton.close()
+            await gw.access.aclose()
 
     app = FastAPI(title="kefu gateway", version="1", lifespan=lifespan)
     install_common(app, service="gateway")

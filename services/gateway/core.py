@@ -10,6 +10,7 @@ from libs.common.runtime import ServiceRuntime
 from services.gateway.access import Access
 from services.gateway.answering import Answerer, AnswerLog
 from services.gateway.knowledge import Knowledge
+from services.gateway.ratelimit import make_limiter
 from services.gateway.routing import Router
 from services.gateway.settings import Settings
 from services.gateway.shadow import ShadowReplay
@@ -36,6 +37,7 @@ class Gateway:
             runtime.sessions,
             default_rate_per_minute=settings.gateway_rate_limit_per_minute,
             cache_seconds=settings.gateway_key_cache_seconds,
+            limiter=make_limiter(settings.redis_url, timeout=settings.gateway_redis_timeout_seconds),
         )
         knowledge = Knowledge(runtime.sessions, runtime.artifacts)
         answerer = Answerer(triton, router, answer_log, settings, knowledge)

@@ -15,6 +15,14 @@ class Settings(KefuSettings):
     triton_grpc_port: int = Field(default=8001, ge=1, le=65535)
     triton_model_name: str = "kefu-chat"
     gateway_rate_limit_per_minute: int = Field(default=600, ge=1, description="Per key, unless the key sets one.")
+    redis_url: str | None = Field(
+        default=None,
+        description="KEFU_REDIS_URL (redis://host:port/db): rate limits shared by every gateway replica. Unset: "
+        "per process. `kefu up` starts a memory-only redis-server when it names this machine and nothing answers.",
+    )
+    gateway_redis_timeout_seconds: float = Field(
+        default=0.25, gt=0, description="A slower or unreachable Redis: this process limits on its own meanwhile."
+    )
     gateway_max_question_chars: int = Field(default=4000, ge=1)
     gateway_max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Larger HTTP/gRPC bodies: 413.")
     gateway_max_tokens: int = Field(default=2048, ge=1, description="Upper bound clients may ask for.")

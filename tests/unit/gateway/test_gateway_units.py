@@ -1,5 +1,5 @@
-"""Pure parts of the gateway: key format and parsing, the rate limiter, the canary verdict, length statistics,
-the OpenAI request's question, routing shares and error mapping."""
+"""Pure parts of the gateway: key format and parsing, the canary verdict, length statistics,
+the OpenAI request's question, routing shares and error mapping (rate limits: test_ratelimit.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import grpc
 import pytest
 
 from libs.common import apikeys
-from services.gateway import access
 from services.gateway.errors import GatewayError, rate_limited, unauthenticated
 from services.gateway.openai_api import ChatCompletionRequest
 from services.gateway.routing import Router, Target
@@ -23,15 +22,6 @@ SETTINGS = Settings(canary_requests=10, canary_seconds=60, canary_max_error_rate
 )
 def test_bearer(header: str | None, key: str | None) -> None:
     assert apikeys.bearer(header) == key
-
-
-def test_token_bucket_allows_the_rate_then_says_how_long_to_wait() -> None:
-    bucket = access.TokenBucket(per_minute=3)
-    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
-    wait = bucket.take()
-    assert 19 < wait <= 20  # one token every 20 s
-    bucket.at -= 20
-    assert bucket.take() == 0.0
 
 
 def test_key_hash_is_sha256_and_never_the_key() -> None:
