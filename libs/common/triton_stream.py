@@ -1,7 +1,8 @@
 """Stream one answer from the decoupled Triton chat model as an async generator of text deltas.
 
 The model contract (written by the builder): input ``question`` BYTES [1,1], optional ``context`` BYTES [1,1] (the
-retrieved references, ``libs.common.prompting.grounded_context``), optional ``max_tokens`` INT32 [1,1];
+retrieved references, ``libs.common.prompting.grounded_context``), optional ``max_tokens`` INT32 [1,1], optional
+``temperature`` / ``top_p`` FP32 [1,1] and ``seed`` INT64 [1,1] (sampling; absent: greedy);
 each response carries ``delta`` BYTES, ``token_count`` INT32, ``prompt_tokens`` INT32 and ``finish_reason`` BYTES
 (empty until the final response: ``stop`` | ``length`` | ``cancelled``). Shared by the builder's smoke test, the
 gateway and the benchmarks. Closing the generator early cancels the request inside Triton.
@@ -25,8 +26,30 @@ class Delta:
     finish_reason: str  # "" until the last delta
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Per-request sampling; only sent when asked for, so engines built before these inputs existed still serve
+    greedy requests."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+
+def _scalar(name: str, value: float | int, datatype: str, dtype: type) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, [1, 1], datatype)
+    tensor.set_data_from_numpy(np.array([[value]], dtype=dtype))
+    return tensor
+
+
 def chat_request(
-    model: str, question: str, *, max_tokens: int | None = None, version: str = "", context: str = ""
+    model: str,
+    question: str,
+    *,
+    max_tokens: int | None = None,
+    version: str = "",
+    context: str = "",
+    sampling: Sampling | None = None,
 ) -> dict:
     inputs = [grpcclient.InferInput("question", [1, 1], "BYTES")]
     inputs[0].set_data_from_numpy(np.array([[question.encode("utf-8")]], dtype=np.object_))
@@ -34,8 +57,13 @@ def chat_request(
         inputs.append(grpcclient.InferInput("context", [1, 1], "BYTES"))
         inputs[-1].set_data_from_numpy(np.array([[context.encode("utf-8")]], dtype=np.object_))
     if max_tokens is not None:
-        inputs.append(grpcclient.InferInput("max_tokens", [1, 1], "INT32"))
-        inputs[-1].set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
+        inputs.append(_scalar("max_tokens", max_tokens, "INT32", np.int32))
+    if sampling is not None and sampling.temperature:  # temperature 0 / unset is greedy: nothing to send
+        inputs.append(_scalar("temperature", sampling.temperature, "FP32", np.float32))
+        if sampling.top_p is not None:
+            inputs.append(_scalar("top_p", sampling.top_p, "FP32", np.float32))
+        if sampling.seed is not None:
+            inputs.append(_scalar("seed", sampling.seed, "INT64", np.int64))
     return {"model_name": model, "model_version": version, "inputs": inputs}
 
 
@@ -47,9 +75,10 @@ async def stream_answer(
     max_tokens: int | None = None,
     version: str = "",
     context: str = "",
+    sampling: Sampling | None = None,
 ) -> AsyncIterator[Delta]:
     async def requests() -> AsyncIterator[dict]:
-        yield chat_request(model, question, max_tokens=max_tokens, version=version, context=context)
+        yield chat_request(model, question, max_tokens=max_tokens, version=version, context=context, sampling=sampling)
 
     responses = client.stream_infer(requests())
     try:

@@ -1,4 +1,5 @@
-"""Greedy decoding of an exported ONNX model with its KV cache, several prompts at once.
+"""Decoding of an exported ONNX model with its KV cache, several prompts at once: greedy unless the caller
+passes ``choose`` (the served scheduler does, for requests that asked for sampling).
 
 The quality gate, the benchmark and the Triton python model all run this module, so the engine that passed the
 gate is byte for byte the one that serves. Batching: prompts are left-padded and prefilled together, then every
@@ -19,6 +20,9 @@ import onnxruntime as ort
 
 from libs.common.artifacts import ENGINE_META
 from libs.common.prompting import render_prompt, to_messages
+
+#: Picks each row's next token from its logits ([rows, vocab] → [rows]); greedy (argmax) when none is given.
+Choose = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -141,8 +145,9 @@ class Engine:
         """New tokens a prompt may get: its request's limit, cut where positions run out."""
         return max(0, min(max_new_tokens, self.max_positions - prompt_len))
 
-    def prefill(self, prompts: Sequence[Sequence[int]]) -> DecodeState:
-        """Run the prompts (left-padded into one batch) and return their state, first tokens chosen."""
+    def prefill(self, prompts: Sequence[Sequence[int]], choose: Choose | None = None) -> DecodeState:
+        """Run the prompts (left-padded into one batch) and return their state, first tokens chosen (greedy, or
+        ``choose(logits [rows, vocab]) -> ids [rows]``)."""
         width = max(len(p) for p in prompts)
         ids = np.full((len(prompts), width), self.pad_token_id, dtype=np.int64)
         mask = np.zeros((len(prompts), width), dtype=np.int64)
@@ -151,18 +156,19 @@ class Engine:
             mask[row, width - len(prompt) :] = 1
         positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
         empty = np.zeros((self.num_layers, len(prompts), self.num_kv_heads, 0, self.head_dim), dtype=np.float32)
-        return self._run(ids, mask, positions, empty, empty)
+        return self._run(ids, mask, positions, empty, empty, choose)
 
-    def step(self, state: DecodeState) -> DecodeState:
+    def step(self, state: DecodeState, choose: Choose | None = None) -> DecodeState:
         """Feed every row its last chosen token; one ORT call for the whole batch."""
         mask = np.concatenate([state.mask, np.ones((state.rows, 1), dtype=np.int64)], axis=1)
-        return self._run(state.next_ids[:, None], mask, state.positions + 1, state.keys, state.values)
+        return self._run(state.next_ids[:, None], mask, state.positions + 1, state.keys, state.values, choose)
 
-    def _run(self, ids, mask, positions, keys, values) -> DecodeState:
+    def _run(self, ids, mask, positions, keys, values, choose: Choose | None = None) -> DecodeState:
         feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "past_keys": keys,
                  "past_values": values}  # fmt: skip
         logits, keys, values = self.session.run(None, feeds)
-        return DecodeState(keys, values, mask, positions[:, -1:], logits.argmax(axis=-1).astype(np.int64))
+        chosen = logits.argmax(axis=-1) if choose is None else choose(logits)
+        return DecodeState(keys, values, mask, positions[:, -1:], np.asarray(chosen, dtype=np.int64))
 
     def stream(
         self,

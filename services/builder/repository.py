@@ -29,7 +29,11 @@ dynamic_batching {{ max_queue_delay_microseconds: {queue_delay_us} }}
 input [
   {{ name: "question" data_type: TYPE_STRING dims: [ 1 ] }},
   {{ name: "context" data_type: TYPE_STRING dims: [ 1 ] optional: true }},
-  {{ name: "max_tokens" data_type: TYPE_INT32 dims: [ 1 ] optional: true }}
+  {{ name: "max_tokens" data_type: TYPE_INT32 dims: [ 1 ] optional: true }},
+  # Sampling (absent or temperature 0: greedy, as the quality gate decoded); seed makes a sampled answer repeatable.
+  {{ name: "temperature" data_type: TYPE_FP32 dims: [ 1 ] optional: true }},
+  {{ name: "top_p" data_type: TYPE_FP32 dims: [ 1 ] optional: true }},
+  {{ name: "seed" data_type: TYPE_INT64 dims: [ 1 ] optional: true }}
 ]
 output [
   {{ name: "delta" data_type: TYPE_STRING dims: [ 1 ] }},

@@ -1,4 +1,5 @@
-"""Triton python-backend model (decoupled): streams greedy answers from the kefu ONNX engine.
+"""Triton python-backend model (decoupled): streams answers from the kefu ONNX engine, greedy unless a request
+sends the optional ``temperature`` (> 0), ``top_p`` and ``seed`` inputs.
 
 Copied by the builder into each version folder as ``model.py``; the decoding is ``services.builder.engine``, the
 same code the quality gate ran. ``execute`` only queues requests and returns: a decode thread runs continuous
@@ -35,6 +36,7 @@ class TritonPythonModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.meta = json.loads((version_dir / engine.ENGINE_META).read_text(encoding="utf-8"))
         self.default_max_tokens = int(self.meta["max_new_tokens"])
+        self.sampling = scheduler.Sampling.of
         self.outbox = queue.SimpleQueue()
         self.scheduler = scheduler.Scheduler(
             engine.Engine.from_dir(version_dir, threads=int(params.get("ort_threads", "0"))),
@@ -60,6 +62,22 @@ class TritonPythonModel:
         # The engine itself stops where positions run out, so a larger request is safe.
         return self.default_max_tokens if requested <= 0 else requested
 
+    @staticmethod
+    def _scalar(request, name, kind):
+        """An optional [1, 1] number input, or None when the request did not send it."""
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if tensor is None:
+            return None
+        values = tensor.as_numpy().reshape(-1)
+        return kind(values[0]) if values.size else None
+
+    def _sampling(self, request):
+        """Greedy (None) unless the request asked for a temperature > 0; bad values raise, failing the request."""
+        return self.sampling(
+            self._scalar(request, "temperature", float), self._scalar(request, "top_p", float),
+            self._scalar(request, "seed", int),
+        )  # fmt: skip
+
     def execute(self, requests):
         for request in requests:
             sender = request.get_response_sender()
@@ -74,7 +92,9 @@ class TritonPythonModel:
             refs = context.as_numpy().reshape(-1) if context is not None else np.array([], dtype=np.object_)
             context_text = refs[0].decode("utf-8", "replace") if refs.size and isinstance(refs[0], bytes) else ""
             try:
-                self.scheduler.submit(sender, question, self._max_tokens(request), context_text)
+                self.scheduler.submit(
+                    sender, question, self._max_tokens(request), context_text, self._sampling(request)
+                )
             except Exception as exc:  # noqa: BLE001 - a request that cannot be queued must still be answered
                 self._send(sender, exc)
         return None

@@ -4,7 +4,9 @@
 proper error status (HTTP 503/502, gRPC UNAVAILABLE/INTERNAL) instead of a stream that breaks after its headers.
 Iterating the returned ``AnswerStream`` yields the deltas; leaving early (client gone) closes the Triton stream,
 which cancels the request inside Triton. The answer row is written by a background task after the stream ended,
-whatever the ending, so a disconnect never delays or loses it.
+whatever the ending, so a disconnect never delays or loses it. Stop strings are cut here, for both APIs: the
+stream ends before the first match with ``finish_reason`` "stop", and ending it closes the Triton request early.
+A conversation's earlier user turn steers retrieval (``services.gateway.conversation.ground``).
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from tritonclient.utils import InferenceServerException
 
 from libs.common.tables import Answer
-from libs.common.triton_stream import Delta, stream_answer
-from services.gateway import metrics
+from libs.common.triton_stream import Delta, Sampling, stream_answer
+from services.gateway import conversation, metrics
 from services.gateway.access import Principal
+from services.gateway.conversation import Conversation
 from services.gateway.errors import GatewayError, invalid, unavailable
 from services.gateway.knowledge import Knowledge
 from services.gateway.routing import Router, Target
 from services.gateway.settings import Settings
+from services.gateway.stopping import StopCutter
 
 log = logging.getLogger("kefu.gateway.answering")
 # tritonclient raises InferenceServerException for Triton-side errors and grpcs own error when it cannot connect.
@@ -84,9 +88,13 @@ class AnswerStream:
         first: Delta,
         t0: float,
         answer_log: AnswerLog,
+        conversation_id: str = "",
+        stop: tuple[str, ...] = (),
     ) -> None:
         self.answer_id, self.target, self.row = answer_id, target, row
         self._deltas, self._first, self._t0, self._log = deltas, first, t0, answer_log
+        self.conversation_id = conversation_id
+        self._cutter = StopCutter(stop) if stop else None
         self._parts: list[str] = []
         self.prompt_tokens = first.prompt_tokens
         self.completion_tokens = 0
@@ -94,6 +102,13 @@ class AnswerStream:
         self.ttft_s = time.perf_counter() - t0
 
     def _note(self, delta: Delta) -> Delta:
+        if self._cutter is not None:
+            text = self._cutter.feed(delta.text)
+            if self._cutter.stopped:
+                delta = Delta(text, delta.token_count, delta.prompt_tokens, "stop")
+            else:
+                text += self._cutter.flush() if delta.finish_reason else ""
+                delta = Delta(text, delta.token_count, delta.prompt_tokens, delta.finish_reason)
         self._parts.append(delta.text)
         self.completion_tokens = delta.token_count
         self.prompt_tokens = delta.prompt_tokens or self.prompt_tokens
@@ -120,10 +135,14 @@ class AnswerStream:
     async def __aiter__(self) -> AsyncIterator[Delta]:
         status = "error"
         try:
-            yield self._note(self._first)
-            if not self._first.finish_reason:
+            first = self._note(self._first)
+            yield first
+            if not first.finish_reason:
                 async for delta in self._deltas:
-                    yield self._note(delta)
+                    delta = self._note(delta)
+                    yield delta
+                    if delta.finish_reason:  # a stop string matched: leaving closes the Triton request
+                        break
             status = "ok"
         except (GeneratorExit, asyncio.CancelledError):
             status = "cancelled"
@@ -143,6 +162,8 @@ class AnswerStream:
         row.answer, row.status, row.finish_reason = self.text, status, self.finish_reason or status
         row.prompt_tokens, row.completion_tokens = self.prompt_tokens, self.completion_tokens
         row.ttft_ms, row.latency_ms = self.ttft_s * 1000, latency * 1000
+        if self.conversation_id and hasattr(row, "conversation_id"):  # once the answers table has the column
+            row.conversation_id = self.conversation_id
         self._log.record(row)
         if status != "ok":
             return
@@ -188,21 +209,39 @@ class Answerer:
             raise invalid(f"max_tokens must be between 1 and {self.settings.gateway_max_tokens}")
         return question, max_tokens
 
-    async def start(self, question: str, max_tokens: int | None, principal: Principal) -> AnswerStream:
+    async def start(
+        self,
+        question: str,
+        max_tokens: int | None,
+        principal: Principal,
+        *,
+        chat: Conversation | None = None,
+        stop: tuple[str, ...] = (),
+        sampling: Sampling | None = None,
+    ) -> AnswerStream:
         question, max_tokens = self.check(question, max_tokens)
+        chat = chat or Conversation()
         target = self.router.pick()
         try:
-            return await self._open(new_answer_id(), target, question, max_tokens, principal)
+            return await self._open(new_answer_id(), target, question, max_tokens, principal, chat, stop, sampling)
         except GatewayError:
             # A canary that fails before its first token is logged against it (the verdict counts it) and the
             # customer gets the live engine's answer instead.
             live = self.router.live
             if target.state != "canary" or live is None or live == target:
                 raise
-            return await self._open(new_answer_id(), live, question, max_tokens, principal)
+            return await self._open(new_answer_id(), live, question, max_tokens, principal, chat, stop, sampling)
 
     async def _open(
-        self, answer_id: str, target: Target, question: str, max_tokens: int | None, principal: Principal
+        self,
+        answer_id: str,
+        target: Target,
+        question: str,
+        max_tokens: int | None,
+        principal: Principal,
+        chat: Conversation,
+        stop: tuple[str, ...],
+        sampling: Sampling | None,
     ) -> AnswerStream:
         t0 = time.perf_counter()
         row = Answer(
@@ -218,7 +257,14 @@ class Answerer:
             completion_tokens=0,
             api_key_id=principal.key_id,
         )
-        grounded = (await self.knowledge.for_target(target)).ground(question)
+        grounding = await self.knowledge.for_target(target)
+        previous = chat.previous_question
+        if previous:  # Grounding.ground observes RETRIEVAL_SECONDS itself; the conversation path does it here
+            started = time.perf_counter()
+            grounded = conversation.ground(grounding, question, previous)
+            metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
+        else:
+            grounded = grounding.ground(question)
         if grounded.confidence is not None:
             row.entry_ids, row.retrieval_scores = grounded.entry_ids, grounded.scores
             row.confidence, row.handoff = grounded.confidence, grounded.handoff
@@ -233,6 +279,7 @@ class Answerer:
                 max_tokens=max_tokens,
                 version=str(target.triton_version),
                 context=grounded.context,
+                sampling=sampling,
             )
         try:
             first = await anext(deltas)
@@ -247,4 +294,4 @@ class Answerer:
             self.log.record(row)
             log.warning("answer %s on %s failed: %s", answer_id, target.engine_id, error.message)
             raise error from exc
-        return AnswerStream(answer_id, target, row, deltas, first, t0, self.log)
+        return AnswerStream(answer_id, target, row, deltas, first, t0, self.log, chat.conversation_id, stop)

@@ -46,3 +46,9 @@ def unavailable(message: str) -> GatewayError:
 
 def invalid(message: str) -> GatewayError:
     return GatewayError(400, "invalid_request", message)
+
+
+def unsupported(param: str, message: str) -> GatewayError:
+    """A request parameter this product does not honour (or a value it cannot): 400 in the one error shape, its
+    message starting with the parameter's name (what OpenAI clients show)."""
+    return GatewayError(400, "invalid_request", f"{param}: {message}")

@@ -2,7 +2,9 @@
 
 Same rules as HTTP: ``authorization: Bearer <key>`` metadata, role app or admin, the per-key rate limit, and the
 errors as status codes (``GatewayError.grpc_code``). The answer id is also sent as ``x-kefu-answer-id`` initial
-metadata. Standard health checking (``grpc.health.v1``) reports SERVING, and NOT_SERVING during shutdown.
+metadata. The request's conversation (id + earlier turns), stop strings and sampling knobs follow the OpenAI API's
+rules (``services.gateway.params``, ``services.gateway.conversation``). Standard health checking
+(``grpc.health.v1``) reports SERVING, and NOT_SERVING during shutdown.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from proto.kefu.gateway.v1 import chat_pb2, chat_pb2_grpc
 from services.gateway.access import CHAT
 from services.gateway.answering import AnswerStream
+from services.gateway.conversation import conversation
 from services.gateway.core import Gateway
 from services.gateway.errors import GatewayError
 from services.gateway.metrics import REQUESTS
+from services.gateway.params import sampling, stop_strings
 
 log = logging.getLogger("kefu.gateway.grpc")
 SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
@@ -40,9 +44,22 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         principal = await self.gw.access.authorize(metadata.get("authorization"), CHAT)
         budget = request.max_tokens if request.HasField("max_tokens") and request.max_tokens != 0 else None
-        answer = await self.gw.answerer.start(request.question, budget, principal)
+        sampled = sampling(
+            temperature=request.temperature if request.HasField("temperature") else None,
+            top_p=request.top_p if request.HasField("top_p") else None,
+            seed=request.seed if request.HasField("seed") else None,
+        )
+        stop = stop_strings(list(request.stop))
+        chat = conversation(request.conversation_id, [(t.role, t.content) for t in request.history])
+        answer = await self.gw.answerer.start(
+            request.question, budget, principal, chat=chat, stop=stop, sampling=sampled
+        )
         await context.send_initial_metadata(
-            (("x-kefu-answer-id", answer.answer_id), ("x-kefu-engine-id", answer.target.engine_id))
+            (
+                ("x-kefu-answer-id", answer.answer_id),
+                ("x-kefu-engine-id", answer.target.engine_id),
+                ("x-kefu-conversation-id", answer.conversation_id),
+            )
         )
         return answer
 
@@ -70,6 +87,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             model=answer.target.triton_model,
             entry_ids=answer.entry_ids,
             handoff=answer.handoff,
+            conversation_id=answer.conversation_id,
         )
 
     async def ChatStream(
@@ -89,6 +107,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                         model=answer.target.triton_model,
                         entry_ids=answer.entry_ids if last else None,
                         handoff=answer.handoff if last else False,
+                        conversation_id=answer.conversation_id,
                     )
         except GatewayError as exc:
             await self._fail(context, exc, True)

@@ -1,9 +1,11 @@
 """OpenAI-compatible HTTP API: ``POST /v1/chat/completions`` (whole or SSE-streamed) and ``GET /v1/models``.
 
 The official OpenAI SDKs work unchanged with ``base_url=http://HOST:8080/v1`` and an kefu API key. The question
-is the LAST user message: the engine builds the chat prompt itself with the template it was trained with, so
-system messages and earlier turns are ignored, as are sampling parameters (decoding is greedy). The answer id is
-the response ``id`` and the ``X-Kefu-Answer-Id`` header; quote it to flag the answer.
+is the LAST user message; the user and assistant messages before it are the conversation (the previous user turn
+steers retrieval, ``services.gateway.conversation``). The engine builds the chat prompt itself with the template
+it was trained with, so system messages are not used. Every parameter is honoured or refused with a 400 naming it
+(README, API): unknown fields too, so a client never gets an answer that silently ignored what it asked for.
+The answer id is the response ``id`` and the ``X-Kefu-Answer-Id`` header; quote it to flag the answer.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from libs.common.http import Text
+from libs.common.triton_stream import Sampling
 from services.gateway.access import CHAT, Principal
 from services.gateway.answering import AnswerStream
+from services.gateway.conversation import Conversation, conversation
 from services.gateway.core import Gateway
-from services.gateway.errors import GatewayError, invalid
+from services.gateway.errors import GatewayError, invalid, unsupported
+from services.gateway.params import sampling, stop_strings
 
 router = APIRouter(prefix="/v1")
 
@@ -48,22 +53,94 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+#: Accepted and without effect on the answer (README lists them): bookkeeping fields of OpenAI's API.
+NO_EFFECT = frozenset({"user", "store", "service_tier"})
+#: OpenAI fields for features this product does not have: present (not null) → 400 naming the field.
+REFUSED = {
+    "tools": "tool calling is not supported",
+    "tool_choice": "tool calling is not supported",
+    "parallel_tool_calls": "tool calling is not supported",
+    "functions": "function calling is not supported",
+    "function_call": "function calling is not supported",
+    "audio": "audio output is not supported",
+    "logit_bias": "logit_bias is not supported",
+    "prediction": "predicted outputs are not supported",
+    "reasoning_effort": "the model does not reason in steps",
+    "web_search_options": "web search is not supported",
+}
+
+
 class ChatCompletionRequest(BaseModel):
-    # Unknown OpenAI fields (temperature, top_p, user, …) are accepted and ignored: decoding is greedy.
-    model_config = ConfigDict(extra="ignore")
+    # Unknown fields are kept (``model_extra``) so that ``refuse_unsupported`` can name them instead of ignoring.
+    model_config = ConfigDict(extra="allow")
     model: Text = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
-    n: int = 1
+    n: int | None = None
+    stop: Text | list[Text] | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    metadata: dict[str, str] | None = None
+
+    def refuse_unsupported(self) -> None:
+        """400 naming the first parameter asked for that the product does not do; never a silent greedy answer."""
+        extra = self.model_extra or {}
+        for name, why in REFUSED.items():
+            if extra.get(name) is not None:
+                raise unsupported(name, why)
+        for name, value in extra.items():
+            if value is not None and name not in NO_EFFECT:  # null is "not asked for", as OpenAI reads it
+                raise unsupported(name, "unknown parameter")
+        if self.n not in (None, 1):
+            raise unsupported("n", "only one choice per request is supported")
+        if self.response_format is not None and self.response_format.get("type") != "text":
+            raise unsupported("response_format", "only text answers are supported (type 'text')")
+        if self.modalities is not None and set(self.modalities) - {"text"}:
+            raise unsupported("modalities", "only text output is supported")
+        if self.logprobs:
+            raise unsupported("logprobs", "log-probabilities are not returned")
+        if self.top_logprobs not in (None, 0):
+            raise unsupported("top_logprobs", "log-probabilities are not returned")
+
+    def sampling(self) -> Sampling | None:
+        return sampling(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+        )
 
     def question(self) -> str:
-        for message in reversed(self.messages):
-            if message.role == "user":
-                return message.text()
+        return self.messages[self._question_at()].text()
+
+    def _question_at(self) -> int:
+        for i in range(len(self.messages) - 1, -1, -1):
+            if self.messages[i].role == "user":
+                return i
         raise invalid("messages: no user message")
+
+    def conversation(self, header_id: str | None) -> Conversation:
+        """The turns before the question (system/developer messages are not used: the engine has its own prompt);
+        the id from ``metadata.conversation_id`` or the ``X-Kefu-Conversation-Id`` header, else a new one."""
+        for i, message in enumerate(self.messages):
+            if message.role in ("tool", "function"):
+                raise unsupported(f"messages[{i}].role", f"{message.role!r} messages need tool calling")
+        if self.messages[-1].role == "assistant":  # would ask to continue that message: not what is answered
+            raise unsupported("messages", "the last message must be the user's question, not an assistant prefix")
+        turns = [(m.role, m.text()) for m in self.messages[: self._question_at()] if m.role in ("user", "assistant")]
+        cid = (self.metadata or {}).get("conversation_id") or header_id
+        return conversation(cid, turns)
 
 
 async def authorized(request: Request, authorization: str | None, roles: frozenset[str]) -> tuple[Gateway, Principal]:
@@ -72,7 +149,11 @@ async def authorized(request: Request, authorization: str | None, roles: frozens
 
 
 def _headers(answer: AnswerStream) -> dict[str, str]:
-    return {"X-Kefu-Answer-Id": answer.answer_id, "X-Kefu-Engine-Id": answer.target.engine_id}
+    return {
+        "X-Kefu-Answer-Id": answer.answer_id,
+        "X-Kefu-Engine-Id": answer.target.engine_id,
+        "X-Kefu-Conversation-Id": answer.conversation_id,
+    }
 
 
 def _usage(answer: AnswerStream) -> dict[str, int]:
@@ -119,15 +200,17 @@ async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
     authorization: Annotated[str | None, Header(description="Bearer <kefu API key>")] = None,
+    x_kefu_conversation_id: Annotated[str | None, Header(description="groups the answers of one chat")] = None,
 ) -> JSONResponse | StreamingResponse:
     """Answer the last user message; ``stream: true`` sends OpenAI ``chat.completion.chunk`` server-sent events."""
     gw, principal = await authorized(request, authorization, CHAT)
-    if body.n != 1:
-        raise invalid("n: only one choice per request is supported")
+    body.refuse_unsupported()
+    stop, sampled = stop_strings(body.stop), body.sampling()
+    chat = body.conversation(x_kefu_conversation_id)
     if body.model not in gw.router.models() and body.model != gw.settings.triton_model_name:
         raise GatewayError(404, "model_not_found", f"model {body.model!r} does not exist; see GET /v1/models")
     budget = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    answer = await gw.answerer.start(body.question(), budget, principal)
+    answer = await gw.answerer.start(body.question(), budget, principal, chat=chat, stop=stop, sampling=sampled)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
