@@ -127,17 +127,24 @@ async def _deploy(env: dict[str, str], kafka: str, engine_id: str) -> str:
     from libs.common.broker import make_broker, publish_event
     from libs.common.db import open_database
     from libs.common.events import EngineBuilt
+    from libs.common.tables import Engine
     from services.gateway.settings import Settings
 
     settings = Settings(home=Path(env["KEFU_HOME"]), kafka_bootstrap=kafka)
+    event = EngineBuilt(
+        engine_id=engine_id, model_id="sha-bench-model", dataset_id="sha-bench-dataset", triton_model=MODEL_NAME,
+        triton_version=1, precision="fp32", quality={"agreement": 1.0}, passed_gate=True)  # fmt: skip
+    version_uri = (settings.home / "triton" / "repository" / MODEL_NAME / "1").as_uri()
     async with open_database(settings, migrate=False) as sessions, sessions() as s, s.begin():
         key = (await create_key(s, "app", name="bench"))[1]
+        # The builder's record of the engine: the gateway deploys only an engine.built its record backs.
+        s.add(Engine(
+            engine_id=engine_id, model_id=event.model_id, dataset_id=event.dataset_id, triton_model=MODEL_NAME,
+            triton_version=1, precision="fp32", quality=event.quality, passed_gate=True, uri=version_uri))  # fmt: skip
     broker = make_broker(settings, service="bench")
     await broker.start()
     try:
-        await publish_event(broker, EngineBuilt(
-            engine_id=engine_id, model_id="sha-bench-model", dataset_id="sha-bench-dataset", triton_model=MODEL_NAME,
-            triton_version=1, precision="fp32", quality={"agreement": 1.0}, passed_gate=True))  # fmt: skip
+        await publish_event(broker, event)
     finally:
         await broker.stop()
     return key

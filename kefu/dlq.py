@@ -66,13 +66,19 @@ def _parse(value: bytes | None) -> DeadLetter | None:
         return None
 
 
-async def _open(bootstrap: str, topic: str) -> tuple[AIOKafkaConsumer, dict[TopicPartition, int]]:
+async def _open(
+    bootstrap: str, topic: str, client_options: dict[str, Any] | None = None
+) -> tuple[AIOKafkaConsumer, dict[TopicPartition, int]]:
     """A consumer of the replay group assigned every partition of ``topic`` (no group join: nothing rebalances),
     and each partition's end offset now: reading stops there, so letters dead-lettered meanwhile wait."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=REPLAY_GROUP, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        group_id=REPLAY_GROUP,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **(client_options or {}),  # TLS / SASL (libs/common/kafka_security.py)
     )
     await consumer.start()
     try:
@@ -105,9 +111,9 @@ async def _records(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]): 
                     yield tp, record
 
 
-async def list_dead_letters(bootstrap: str, topic: str) -> list[Entry]:
+async def list_dead_letters(bootstrap: str, topic: str, client_options: dict[str, Any] | None = None) -> list[Entry]:
     """Every dead letter of ``topic`` still on the broker, oldest first per partition, marked if replayed."""
-    consumer, end = await _open(bootstrap, dlq_topic(topic))
+    consumer, end = await _open(bootstrap, dlq_topic(topic), client_options)
     try:
         committed = {tp: await _committed(consumer, tp) for tp in end}
         await consumer.seek_to_beginning(*end)
@@ -127,7 +133,9 @@ async def replay(settings: KefuSettings, topic: str, *, say=print) -> int:  # ty
 
     source = dlq_topic(topic)
     original = source.removesuffix(".dlq")
-    consumer, end = await _open(settings.kafka_bootstrap, source)
+    from libs.common.kafka_security import kafka_client_options
+
+    consumer, end = await _open(settings.kafka_bootstrap, source, kafka_client_options(settings))
     broker = make_broker(settings, service="dlq-replay")
     sent = 0
     try:
@@ -167,7 +175,10 @@ def list_command(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per dead letter.")] = False,
 ) -> None:
     """Show the dead letters of TOPIC: where, which consumer, after what error, and whether replayed."""
-    entries = asyncio.run(list_dead_letters(_settings().kafka_bootstrap, topic))
+    from libs.common.kafka_security import kafka_client_options
+
+    settings = _settings()
+    entries = asyncio.run(list_dead_letters(settings.kafka_bootstrap, topic, kafka_client_options(settings)))
     for entry in entries:
         if as_json:
             typer.echo(json.dumps(entry.as_json(), ensure_ascii=False))

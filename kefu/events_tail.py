@@ -58,12 +58,15 @@ async def tail(
     as_json: bool = False,
     say: Callable[[str], None] = print,
     note: Callable[[str], None] = lambda _line: None,
+    client_options: dict[str, Any] | None = None,
 ) -> None:
     """Print every event on ``topics`` (new ones only unless ``from_beginning``) until cancelled; ``note`` hears
     once when reading starts (the CLI writes it to stderr, so stdout carries events only)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **(client_options or {})
+    )
     await consumer.start()
     try:
         known = await consumer.topics()
@@ -102,10 +105,12 @@ def tail_command(
 ) -> None:
     """Print one line per event on TOPIC… as it arrives, until Ctrl-C."""
     from libs.common.events import Topic
+    from libs.common.kafka_security import kafka_client_options
     from libs.common.settings import KefuSettings
 
     names = topics or [t.value for t in Topic]
-    servers = bootstrap or KefuSettings().kafka_bootstrap
+    settings = KefuSettings()
+    servers = bootstrap or settings.kafka_bootstrap
 
     def say(line: str) -> None:
         print(line, flush=True)  # flushed per line: a pipe (| grep, | jq) sees each event at once
@@ -114,7 +119,13 @@ def tail_command(
         print(line, file=sys.stderr, flush=True)
 
     try:
-        asyncio.run(tail(servers, names, from_beginning=from_beginning, as_json=as_json, say=say, note=note))
+        options = kafka_client_options(settings)  # TLS/SASL as the services use them
+        asyncio.run(
+            tail(
+                servers, names, from_beginning=from_beginning, as_json=as_json, say=say, note=note,
+                client_options=options,
+            )
+        )  # fmt: skip
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
     except BrokenPipeError:  # `| head`: the reader has gone; leave quietly, without a flush error at exit

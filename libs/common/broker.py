@@ -32,6 +32,7 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from libs.common.events import DeadLetter, Event
+from libs.common.kafka_security import kafka_security
 from libs.common.settings import KefuSettings
 from libs.common.telemetry import METRICS_PREFIX, configure_tracing, record_dead_letter
 
@@ -206,6 +207,8 @@ def make_broker(settings: KefuSettings, *, service: str) -> KafkaBroker:
     return KafkaBroker(
         settings.kafka_bootstrap,
         client_id=f"kefu-{service}",
+        # TLS / SASL from KEFU_KAFKA_SECURITY_PROTOCOL & co.; None (PLAINTEXT) for the embedded broker.
+        security=kafka_security(settings),
         enable_idempotence=False,
         acks="all",
         middlewares=[

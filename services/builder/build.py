@@ -66,6 +66,38 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
+def find_published(repo_dir: Path, model_name: str, model_id: str, precision: str) -> BuildResult | None:
+    """The version of ``model_id`` at ``precision`` already in the repository, if any.
+
+    A build job interrupted after its version was renamed into the repository (and possibly loaded by Triton) but
+    before the engine was recorded is retried: reusing that version instead of building a second one keeps one
+    engine to one version, so two copies of one engine can never push the live version out of the versions Triton
+    keeps loaded. Only gated versions are ever renamed into the repository, so a found one passed the gate.
+    """
+    model_root = Path(repo_dir) / repository.check_model_name(model_name)
+    for version in reversed(repository.versions(model_root)):
+        version_dir = model_root / str(version)
+        try:
+            meta = json.loads((version_dir / ENGINE_META).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not a kefu engine version (or unreadable): never ours to reuse
+        if meta.get("model_id") != model_id or meta.get("precision") != precision or not meta.get("engine_id"):
+            continue
+        return BuildResult(
+            engine_id=str(meta["engine_id"]),
+            model_id=model_id,
+            dataset_id=str(meta["dataset_id"]),
+            triton_model=model_name,
+            triton_version=version,
+            precision=precision,
+            quality=dict(meta.get("quality") or {}),
+            passed_gate=True,
+            version_dir=version_dir,
+            report_path=version_dir / "quality.json",
+        )
+    return None
+
+
 def build(
     model_dir: Path,
     repo_dir: Path,

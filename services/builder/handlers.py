@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import time
+from typing import TYPE_CHECKING
 
 import tritonclient.grpc.aio as aioclient
 from prometheus_client import Counter, Gauge, Histogram
@@ -18,7 +20,11 @@ from libs.common.runtime import ServiceRuntime
 from libs.common.tables import Engine, Job
 from libs.common.telemetry import resumed_trace, trace_headers
 from libs.common.triton_stream import stream_answer
+from services.builder.retention import live_version, park_superseded, restore
 from services.builder.settings import Settings
+
+if TYPE_CHECKING:  # torch/onnx: imported by the worker's warm-up, not at start
+    from services.builder.build import BuildResult
 
 log = logging.getLogger("kefu.builder")
 JOB_KIND = "build"
@@ -94,6 +100,36 @@ async def load_and_smoke_test(settings: Settings, name: str, version: int) -> st
         await client.close()
 
 
+async def _reload(settings: Settings, name: str) -> None:
+    client = aioclient.InferenceServerClient(settings.triton_grpc_url)
+    try:
+        await client.load_model(name)
+    finally:
+        await client.close()
+
+
+async def load_keeping_live(rt: ServiceRuntime, settings: Settings, result: BuildResult) -> str:
+    """Load and smoke-test a new version without ever unloading the live one (services/builder/retention.py);
+    on failure the new version leaves the repository and what was parked comes back, then Triton reloads."""
+    name, version = result.triton_model, result.triton_version
+    live = await live_version(rt.sessions, name)
+    parked = await asyncio.to_thread(park_superseded, settings.repository, name, live, version)
+    try:
+        answer = await load_and_smoke_test(settings, name, version)
+    except Exception:
+        shutil.rmtree(result.version_dir, ignore_errors=True)
+        restore(parked)
+        with contextlib.suppress(Exception):  # best effort: the smoke failure is what the job reports
+            await _reload(settings, name)
+        raise
+    # A canary promoted while this version loaded may be one just parked: it is live now, so it comes back.
+    now_live = await live_version(rt.sessions, name)
+    if now_live is not None and now_live != live and restore(parked, only={now_live}):
+        log.warning("%s v%s became live while v%s loaded: restored and reloaded", name, now_live, version)
+        await _reload(settings, name)
+    return answer
+
+
 async def run_build(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
     """Build, gate, load and smoke-test one trained model; record the engine and stage ``engine.built``."""
     with resumed_trace(job.payload.get("trace"), span_name="kefu.builder.build"):
@@ -101,7 +137,8 @@ async def run_build(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
 
 
 async def _build(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
-    from services.builder.build import build  # torch/onnx imports take seconds: keep them off the start path
+    # torch/onnx imports take seconds: keep them off the start path
+    from services.builder.build import build, find_published
     from services.builder.publish import record_engine
 
     event = ModelTrained.model_validate(job.payload)
@@ -110,41 +147,51 @@ async def _build(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
         model_dir = rt.artifacts.resolve_uri(event.uri)
         dataset_dir = rt.artifacts.path("datasets", event.dataset_id)
         result = await asyncio.to_thread(
-            build,
-            model_dir,
-            settings.repository,
-            precision=settings.builder_precision,
-            dataset_dir=dataset_dir if dataset_dir.is_dir() else None,
-            model_name=settings.triton_model_name,
-            min_agreement=settings.builder_min_agreement,
-            min_regression=settings.builder_min_regression,
-            max_quality_drop=settings.builder_max_quality_drop,
-            min_exact_match=settings.builder_min_exact_match,
-            max_prompts_per_split=settings.builder_max_prompts,
+            find_published, settings.repository, settings.triton_model_name, event.model_id, settings.builder_precision
         )
+        if result is not None:
+            log.warning(
+                "model %s: reusing v%s (engine %s) that an interrupted attempt already published",
+                event.model_id, result.triton_version, result.engine_id,
+            )  # fmt: skip
+        else:
+            result = await asyncio.to_thread(
+                build,
+                model_dir,
+                settings.repository,
+                precision=settings.builder_precision,
+                dataset_dir=dataset_dir if dataset_dir.is_dir() else None,
+                model_name=settings.triton_model_name,
+                min_agreement=settings.builder_min_agreement,
+                min_regression=settings.builder_min_regression,
+                max_quality_drop=settings.builder_max_quality_drop,
+                min_exact_match=settings.builder_min_exact_match,
+                max_prompts_per_split=settings.builder_max_prompts,
+            )
     except Exception as exc:  # BuildError (gate, broken model) or anything unexpected: the job fails loudly
         BUILD_SECONDS.observe(time.perf_counter() - started)
         BUILDS.labels("build_error").inc()
         log.exception("build of model %s failed", event.model_id)
         async with rt.sessions() as session, session.begin():
-            await finish_job(session, job.id, error=f"{type(exc).__name__}: {exc}"[:4000])
+            await finish_job(session, job.id, owner=job.owner, error=f"{type(exc).__name__}: {exc}"[:4000])
         return
     BUILD_SECONDS.observe(time.perf_counter() - started)
     if isinstance(result.quality.get("agreement"), int | float):
         GATE_AGREEMENT.set(float(result.quality["agreement"]))
     try:
-        answer = await load_and_smoke_test(settings, result.triton_model, result.triton_version)
+        answer = await load_keeping_live(rt, settings, result)
     except Exception as exc:
-        # Take the version back out so Triton keeps (or returns to) serving the previous one.
-        shutil.rmtree(result.version_dir, ignore_errors=True)
         BUILDS.labels("smoke_failed").inc()
         log.exception("engine %s failed its Triton smoke test", result.engine_id)
         async with rt.sessions() as session, session.begin():
-            await finish_job(session, job.id, error=f"smoke test failed: {exc}"[:4000])
+            await finish_job(session, job.id, owner=job.owner, error=f"smoke test failed: {exc}"[:4000])
         return
     async with rt.sessions() as session, session.begin():
+        # First: a runner whose lease was taken over stops here (LeaseLost) before recording anything.
+        await finish_job(
+            session, job.id, owner=job.owner, result={"engine_id": result.engine_id, "smoke_answer": answer}
+        )
         await record_engine(session, result)
-        await finish_job(session, job.id, result={"engine_id": result.engine_id, "smoke_answer": answer})
     BUILDS.labels("passed").inc()
     rt.kick_outbox()
     log.info(

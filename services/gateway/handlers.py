@@ -1,4 +1,9 @@
-"""Gateway handlers: ``engine.built`` (gate passed) → live or canary deployment → ``deployment.live``."""
+"""Gateway handlers: ``engine.built`` (gate passed) → live or canary deployment → ``deployment.live``.
+
+An ``engine.built`` that the builder's engine record does not back (unknown engine, another model or Triton
+version, a failed gate) is never deployed: ``deploy_engine`` raises ``UntrustedEngine``, a ``PoisonMessage``, so the
+consumer dead-letters it at once with the reason (``kefu dlq list engine.built``).
+"""
 
 from __future__ import annotations
 

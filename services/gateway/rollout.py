@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.common.broker import PoisonMessage
 from libs.common.events import DeploymentLive, DeploymentRolledBack, EngineBuilt
 from libs.common.outbox import enqueue
-from libs.common.tables import Deployment, utcnow
+from libs.common.tables import Deployment, Engine, utcnow
 from services.gateway.canary import Health, health_since, verdict
 from services.gateway.metrics import ROLLOUTS
 from services.gateway.settings import Settings
@@ -67,11 +68,44 @@ def _roll_back_canary(
     return event
 
 
+class UntrustedEngine(PoisonMessage):
+    """An ``engine.built`` that the engine record does not vouch for: never deployed, dead-lettered with the reason
+    (``kefu dlq list engine.built``)."""
+
+
+async def check_engine_record(session: AsyncSession, event: EngineBuilt) -> str | None:
+    """Why the event must not be deployed, or None when the builder's record of the engine agrees with it.
+
+    The event alone is not trusted: anyone who can write to the topic could announce any Triton version with
+    ``passed_gate: true``. The builder writes the ``engines`` row in the same transaction that stages the event
+    (outbox), so a genuine event always finds its row, and the row's gate verdict is the one that counts.
+    """
+    engine = await session.get(Engine, event.engine_id)
+    if engine is None:
+        return f"engine {event.engine_id} has no engine record (not built by the builder)"
+    mismatched = [
+        f"{field} {getattr(event, field)!r} (record: {getattr(engine, field)!r})"
+        for field in ("model_id", "triton_model", "triton_version")
+        if getattr(event, field) != getattr(engine, field)
+    ]
+    if mismatched:
+        return f"engine {event.engine_id} does not match its record: {', '.join(mismatched)}"
+    if not engine.passed_gate:
+        return f"engine {event.engine_id} did not pass its quality gate according to its record"
+    return None
+
+
 async def deploy_engine(session: AsyncSession, event: EngineBuilt, settings: Settings) -> str | None:
-    """``engine.built`` → live (no live engine yet) or canary; returns the state given, None if ignored."""
+    """``engine.built`` → live (no live engine yet) or canary; returns the state given, None if ignored.
+
+    Raises ``UntrustedEngine`` (dead-lettered by the consumer) when the engine record does not back the event."""
     if not event.passed_gate:
         log.info("engine %s did not pass its gate: not deployed", event.engine_id)
         return None
+    if (reason := await check_engine_record(session, event)) is not None:
+        ROLLOUTS.labels("refused").inc()
+        log.error("not deploying: %s", reason)
+        raise UntrustedEngine(reason)
     if await session.scalar(select(Deployment.id).where(Deployment.engine_id == event.engine_id).limit(1)):
         return None  # announced again (rebuild of the same engine): it already had its rollout
     live = await _current(session, "live", lock=True)

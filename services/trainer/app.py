@@ -11,7 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from libs.common.http import install_common
-from libs.common.jobs import recover_interrupted, run_worker
+from libs.common.jobs import recover_interrupted, run_worker, runner_name
 from libs.common.runtime import ServiceRuntime
 from libs.common.telemetry import configure_logging
 from services.trainer import handlers
@@ -34,6 +34,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 handlers.JOB_KIND,
                 lambda job: handlers.run_training(runtime, settings, job),
                 wake=wake,
+                owner=runner_name("trainer"),
+                lease_seconds=settings.job_lease_seconds,
+                max_attempts=settings.trainer_max_attempts,
                 warm_up=lambda: importlib.import_module("services.trainer.sft"),
             ),
             name="trainer-worker",

@@ -101,7 +101,7 @@ async def _train(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
         reason = f"{type(exc).__name__}: {exc}"
         log.exception("training %s failed", event.dataset_id)
         async with rt.sessions() as session, session.begin():
-            await finish_job(session, job.id, error=reason)
+            await finish_job(session, job.id, owner=job.owner, error=reason)
             enqueue(session, ModelFailed(dataset_id=event.dataset_id, reason=reason[:2000]))
         rt.kick_outbox()
         return
@@ -110,8 +110,11 @@ async def _train(rt: ServiceRuntime, settings: Settings, job: Job) -> None:
         shutil.rmtree(work, ignore_errors=True)
         return
     async with rt.sessions() as session, session.begin():
+        # First: a runner whose lease was taken over stops here (LeaseLost) before recording anything.
+        await finish_job(
+            session, job.id, owner=job.owner, result={"model_id": result.model_id, "metrics": result.metrics}
+        )
         await record_model(session, rt.artifacts, result)
-        await finish_job(session, job.id, result={"model_id": result.model_id, "metrics": result.metrics})
     rt.kick_outbox()
     shutil.rmtree(work, ignore_errors=True)
     log.info("trained %s → model %s %s", event.dataset_id, result.model_id, result.metrics)
@@ -128,6 +131,8 @@ async def _gate_failed(rt: ServiceRuntime, job: Job, event: DatasetReady, result
     )
     async with rt.sessions() as session, session.begin():
         result_doc = {"model_id": result.model_id, "run_id": result.run_id, "metrics": failure.metrics}
-        await finish_job(session, job.id, error=failure.reason, result={**result_doc, "missed": failure.missed})
+        await finish_job(
+            session, job.id, owner=job.owner, error=failure.reason, result={**result_doc, "missed": failure.missed}
+        )
         enqueue(session, failure)
     rt.kick_outbox()

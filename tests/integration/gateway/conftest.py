@@ -24,7 +24,7 @@ from libs.common.apikeys import create_key
 from libs.common.broker import make_broker, publish_event
 from libs.common.db import make_engine, make_sessionmaker
 from libs.common.events import EngineBuilt
-from libs.common.tables import Answer, Deployment
+from libs.common.tables import Answer, Deployment, Engine
 from services.builder.repository import config_pbtxt
 from services.gateway.app import create_app
 from services.gateway.settings import Settings
@@ -156,6 +156,24 @@ def engine_event(engine_id: str, model: str, version: int) -> EngineBuilt:
     )
 
 
+async def record_engine_row(settings: Settings, event: EngineBuilt, version_dir: Path) -> None:
+    """The builder's record of a hand-made engine (the gateway deploys only an ``engine.built`` its record backs);
+    kept if a test of this session recorded it already."""
+    engine = make_engine(settings.effective_database_url)
+    try:
+        async with make_sessionmaker(engine)() as session, session.begin():
+            if await session.get(Engine, event.engine_id) is None:
+                session.add(
+                    Engine(
+                        engine_id=event.engine_id, model_id=event.model_id, dataset_id=event.dataset_id,
+                        triton_model=event.triton_model, triton_version=event.triton_version, precision=event.precision,
+                        quality=event.quality, passed_gate=event.passed_gate, uri=version_dir.as_uri(),
+                    )
+                )  # fmt: skip
+    finally:
+        await engine.dispose()
+
+
 def copy_version(built: Built, model: str, version: int, *, model_py: str | None = None) -> Path:
     """Install the session's engine as ``model`` version ``version`` (optionally with another model.py)."""
     root = built.repo / model
@@ -192,6 +210,7 @@ async def gateway(
     )
     async with run_gateway(settings) as gw:
         event = engine_event(built.result.engine_id, MODEL, built.result.triton_version)
+        await record_engine_row(settings, event, built.result.version_dir)
         await announce(settings, event)
         await wait_for_state(settings, event.engine_id, "live")
         async with httpx.AsyncClient() as client:

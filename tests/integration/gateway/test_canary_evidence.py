@@ -98,7 +98,7 @@ async def evidence_gateway(
             # The shuffled model is served over the right knowledge base: a model that learned the wrong facts.
             session.add(
                 Engine(
-                    engine_id=f"e-{name}", model_id=f"m-{name}", dataset_id=DATASET, triton_model=name,
+                    engine_id=f"e-{name}", model_id=f"model-e-{name}", dataset_id=DATASET, triton_model=name,
                     triton_version=1, precision="fp32", quality={}, passed_gate=True, uri=version_dir.as_uri(),
                 )
             )  # fmt: skip

@@ -19,7 +19,15 @@ from libs.common.events import Topic
 from libs.common.tables import Answer
 from tests.integration.conftest import FAQ, Built
 
-from .conftest import MODEL, RunningGateway, announce, copy_version, engine_event, wait_for_state
+from .conftest import (
+    MODEL,
+    RunningGateway,
+    announce,
+    copy_version,
+    engine_event,
+    record_engine_row,
+    wait_for_state,
+)
 
 pytestmark = pytest.mark.slow
 CANARY_MODEL = "kefu-canary"
@@ -75,11 +83,12 @@ async def test_canary_promotion_then_broken_canary_rolled_back_then_manual_rollb
     gateway: RunningGateway, triton_client: aioclient.InferenceServerClient, built: Built
 ) -> None:
     live = built.result.engine_id
-    copy_version(built, CANARY_MODEL, 2)
-    copy_version(built, CANARY_MODEL, 3, model_py=BROKEN_MODEL_PY)
+    good_dir = copy_version(built, CANARY_MODEL, 2)
+    bad_dir = copy_version(built, CANARY_MODEL, 3, model_py=BROKEN_MODEL_PY)
     await triton_client.load_model(CANARY_MODEL)  # version policy: the latest two, 2 and 3
 
     good = engine_event("sha-canary-good", CANARY_MODEL, 2)
+    await record_engine_row(gateway.settings, good, good_dir)
     await announce(gateway.settings, good)
     canary = await wait_for_state(gateway.settings, good.engine_id, "canary")
     assert (canary.traffic_percent, canary.previous_engine_id) == (50.0, live)
@@ -94,6 +103,7 @@ async def test_canary_promotion_then_broken_canary_rolled_back_then_manual_rollb
     assert {r.status for r in await engine_answers(gateway, good.engine_id)} == {"ok"}
 
     bad = engine_event("sha-canary-broken", CANARY_MODEL, 3)
+    await record_engine_row(gateway.settings, bad, bad_dir)
     await announce(gateway.settings, bad)
     await wait_for_state(gateway.settings, bad.engine_id, "canary")
     texts = await ask_until(gateway, bad.engine_id, "rolled_back")

@@ -25,6 +25,7 @@ from tests.integration.gateway.conftest import (
     announce,
     engine_event,
     gateway_settings,
+    record_engine_row,
     run_gateway,
     wait_for_state,
 )
@@ -66,6 +67,7 @@ async def test_gateway_answers_503_while_triton_is_down_and_recovers(
     settings = gateway_settings(tmp_path / "gw", fb_db, tansu, f"127.0.0.1:{grpc_port}")
     async with tritonserver(built.repo, grpc_port, work) as proc, run_gateway(settings) as gw:
         event = engine_event(built.result.engine_id, MODEL, built.result.triton_version)
+        await record_engine_row(settings, event, built.result.version_dir)
         await announce(settings, event)
         await wait_for_state(settings, event.engine_id, "live")
         async with httpx.AsyncClient(timeout=30) as client:

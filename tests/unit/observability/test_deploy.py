@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from kefu.registry import service_names
+from libs.common.settings import KefuSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "deploy" / "k8s"
@@ -171,3 +172,46 @@ def test_grafana_dashboard_has_the_panels_and_only_known_metrics() -> None:
     datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yaml").read_text())["datasources"][0]
     assert all(t["datasource"]["uid"] == datasource["uid"] for p in panels for t in p["targets"])
     assert yaml.safe_load((provisioning / "dashboards" / "kefu.yaml").read_text())["providers"]
+
+
+def _published_ports(service: dict[str, Any]) -> list[str]:
+    return [str(p) for p in service.get("ports", [])]
+
+
+@pytest.mark.parametrize("name", ["mlflow", "grafana", "prometheus", "triton", "kafka"])
+def test_compose_publishes_unauthenticated_tools_on_localhost_only(name: str) -> None:
+    ports = _published_ports(compose()["services"][name])
+    assert ports, name
+    for port in ports:
+        assert port.startswith("127.0.0.1:"), (name, port)  # never 0.0.0.0: no login in front of them
+
+
+def test_compose_shows_the_kafka_security_settings() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    for var in (
+        "KEFU_KAFKA_SECURITY_PROTOCOL",
+        "KEFU_KAFKA_SASL_MECHANISM",
+        "KEFU_KAFKA_SASL_USERNAME",
+        "KEFU_KAFKA_SASL_PASSWORD",
+        "KEFU_KAFKA_SSL_CAFILE",
+        "KEFU_KAFKA_SSL_CERTFILE",
+        "KEFU_KAFKA_SSL_KEYFILE",
+    ):
+        assert f"# {var}:" in text, var
+        # Each one a real setting, so the commented example cannot drift from what the services read.
+        assert var.removeprefix("KEFU_").lower() in KefuSettings.model_fields, var
+
+
+def test_image_runs_as_a_non_root_user() -> None:
+    lines = [line.strip() for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()]
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}, users
+    assert lines.index(next(x for x in lines if x.startswith("USER "))) < lines.index("VOLUME /data")
+    assert any("chown" in line and "/data" in line for line in lines)  # the volume is writable by that user
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES | {"mlflow"}))
+def test_kefu_pods_run_as_non_root(name: str) -> None:
+    pod = by_kind("Deployment")[name]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001 and pod["securityContext"]["fsGroup"] == 10001
