@@ -26,7 +26,8 @@ api_keys           gateway (``kefu keys create``; demo and bench   gateway, inge
 answers            gateway (the answer log)                        gateway (canary, shadow, stats); feedback: agent
                                                                    console, flags, release, lineage, drift [f]
 deployments        gateway (rollout, shadow evidence)              gateway; feedback: release parent, lineage,
-                                                                   drift [g]; ``kefu demo``: rollback reason
+                                                                   drift [g]; ``kefu demo``: rollback reason; builder:
+                                                                   the live Triton version [i]
 flags              feedback                                        feedback
 knowledge_updates  feedback (approved live corrections)            feedback; gateway: knowledge refresh [h]
 ================== =============================================== ==============================================
@@ -44,6 +45,8 @@ knowledge_updates  feedback (approved live corrections)            feedback; gat
 [h] The table is the ordered log of live corrections: ``knowledge.updated`` only wakes the gateway, which reads the
     rows it has not applied yet, and polls every second as a backstop to a missed event; a restarted gateway
     rebuilds its knowledge from it.
+[i] Triton keeps the newest two versions loaded: before loading a new one, the builder parks versions between the
+    live one and the new one, so the live version is never unloaded (services/builder/retention.py).
 """
 
 from __future__ import annotations
@@ -162,6 +165,10 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, onupdate=utcnow)
+    # The runner running the job and how long its claim holds: renewed by the runner's heartbeat, so another
+    # replica takes a running job over only once its lease expired (libs/common/jobs.py).
+    owner: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Model(Base):
@@ -216,6 +223,8 @@ class Answer(Base):
     answer: Mapped[str] = mapped_column(Text)
     engine_id: Mapped[str | None] = mapped_column(String(64), index=True)
     model_id: Mapped[str | None] = mapped_column(String(64))
+    # The customer's chat this answer is a turn of (gRPC conversation_id, OpenAI metadata/header); groups the log.
+    conversation_id: Mapped[str | None] = mapped_column(String(64), index=True)
     dataset_id: Mapped[str | None] = mapped_column(String(64))
     triton_model: Mapped[str | None] = mapped_column(String(128))
     triton_version: Mapped[int | None] = mapped_column(Integer)

@@ -42,6 +42,7 @@ class AnswerRow:
     answer: str
     engine_id: str | None
     dataset_id: str | None
+    conversation_id: str | None
     status: str
     handoff: bool
     entry_ids: list[str]
@@ -86,6 +87,7 @@ class AnswerQuery:
     text: str | None = None
     outcome: Outcome | None = None
     engine_id: str | None = None
+    conversation_id: str | None = None  # every turn of one customer's chat, to read a flagged answer in context
     since: datetime | None = None
     until: datetime | None = None
 
@@ -125,6 +127,8 @@ def _conditions(query: AnswerQuery) -> list[ColumnElement[bool]]:
         )
     if query.engine_id:
         where.append(Answer.engine_id == query.engine_id)
+    if query.conversation_id:
+        where.append(Answer.conversation_id == query.conversation_id)
     if query.since is not None:
         where.append(Answer.created_at >= query.since)
     if query.until is not None:
@@ -145,6 +149,7 @@ def _row(a: Answer, flag: FlagBrief | None) -> AnswerRow:
         answer=a.answer,
         engine_id=a.engine_id,
         dataset_id=a.dataset_id,
+        conversation_id=a.conversation_id,
         status=a.status,
         handoff=bool(a.handoff),
         entry_ids=[str(e) for e in a.entry_ids or []],

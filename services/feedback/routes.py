@@ -50,6 +50,7 @@ def answer_filters(
     q: Annotated[Text | None, Query(max_length=200, description="Substring of the question or the answer.")] = None,
     outcome: Annotated[answers.OutcomeFilter | None, Query()] = None,
     engine: Annotated[Text | None, Query(max_length=64)] = None,
+    conversation: Annotated[Text | None, Query(max_length=64, description="Every turn of one conversation.")] = None,
     since: Annotated[str | None, Query(description="YYYY-MM-DD or ISO date-time (UTC if naive).")] = None,
     until: Annotated[str | None, Query(description="Exclusive; a bare date includes that whole day.")] = None,
 ) -> answers.AnswerQuery:
@@ -58,6 +59,7 @@ def answer_filters(
         text=(q or "").strip() or None,
         outcome=outcome or None,
         engine_id=(engine or "").strip() or None,
+        conversation_id=(conversation or "").strip() or None,
         since=answers.parse_bound("since", since, end=False),
         until=answers.parse_bound("until", until, end=True),
     )

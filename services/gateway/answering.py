@@ -162,12 +162,11 @@ class AnswerStream:
         row.answer, row.status, row.finish_reason = self.text, status, self.finish_reason or status
         row.prompt_tokens, row.completion_tokens = self.prompt_tokens, self.completion_tokens
         row.ttft_ms, row.latency_ms = self.ttft_s * 1000, latency * 1000
-        if self.conversation_id and hasattr(row, "conversation_id"):  # once the answers table has the column
-            row.conversation_id = self.conversation_id
         self._log.record(row)
+        route = self.target.state
+        metrics.observe_answer(row.engine_id or "", route, status, bool(row.handoff), row.confidence, self.text)
         if status != "ok":
             return
-        route = self.target.state
         metrics.TTFT.labels(route).observe(self.ttft_s)
         metrics.COMPLETION_TOKENS.inc(self.completion_tokens)
         metrics.PROMPT_TOKENS.observe(self.prompt_tokens)
@@ -256,6 +255,7 @@ class Answerer:
             prompt_tokens=0,
             completion_tokens=0,
             api_key_id=principal.key_id,
+            conversation_id=chat.conversation_id or None,
         )
         grounding = await self.knowledge.for_target(target)
         previous = chat.previous_question
@@ -292,6 +292,7 @@ class Answerer:
             )
             row.status, row.finish_reason, row.latency_ms = "error", "error", (time.perf_counter() - t0) * 1000
             self.log.record(row)
+            metrics.observe_answer(target.engine_id, target.state, "error", False, row.confidence, "")
             log.warning("answer %s on %s failed: %s", answer_id, target.engine_id, error.message)
             raise error from exc
         return AnswerStream(answer_id, target, row, deltas, first, t0, self.log, chat.conversation_id, stop)

@@ -141,6 +141,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("answers").addEventListener("click", (event) => {
     const button = event.target.closest("button.page");
     if (button) loadAnswers(Number(button.dataset.page));
+    // The whole chat around an answer: every turn with its conversation id, oldest context on the next rows.
+    const chat = event.target.closest("button.conversation");
+    if (chat) {
+      $("conversation").value = chat.dataset.conversation;
+      loadAnswers(1);
+    }
   });
   $("answers").addEventListener("submit", (event) => {
     if (!event.target.matches("form.flag-answer")) return;

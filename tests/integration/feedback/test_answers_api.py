@@ -23,6 +23,7 @@ async def add_logged(
     engine: str = "eng-live",
     handoff: bool = False,
     at: datetime = NOW,
+    conversation: str | None = None,
 ) -> str:
     """An answer row as the gateway logs it, with grounding and timing."""
     async with sessions() as session, session.begin():
@@ -42,6 +43,7 @@ async def add_logged(
                 confidence=0.1 if handoff else 0.9,
                 latency_ms=87.0,
                 created_at=at,
+                conversation_id=conversation,
             )
         )
     return answer_id
@@ -91,8 +93,8 @@ async def test_console_role_matrix(fb_settings: Settings, fb_sessions: async_ses
 async def test_answers_log_filters_pages_and_errors(fb_settings: Settings, fb_sessions: async_sessionmaker) -> None:
     old = NOW - timedelta(days=3)
     await add_logged(fb_sessions, "ans-old", "发票怎么开？", "请联系销售。", at=old)
-    await add_logged(fb_sessions, "ans-new", "怎样退款？", "7天内可申请退款。", engine="eng-canary")
-    await add_logged(fb_sessions, "ans-off", "支持数字人民币吗？", "请联系人工客服。", handoff=True)
+    await add_logged(fb_sessions, "ans-new", "怎样退款？", "7天内可申请退款。", engine="eng-canary", conversation="c-1")
+    await add_logged(fb_sessions, "ans-off", "支持数字人民币吗？", "请联系人工客服。", handoff=True, conversation="c-1")
     for i in range(23):
         await add_logged(fb_sessions, f"ans-bulk-{i:02}", f"批量问题 {i}", "100% 退款", at=old - timedelta(minutes=i))
     agent = {"X-API-Key": await add_key(fb_sessions, "agent")}
@@ -119,6 +121,7 @@ async def test_answers_log_filters_pages_and_errors(fb_settings: Settings, fb_se
             assert await ids(q="100%", per_page=5) == [f"ans-bulk-{i:02}" for i in range(5)]  # % is a character
             assert await ids(q="0%退") == []
             assert await ids(engine="eng-canary") == ["ans-new"]
+            assert sorted(await ids(conversation="c-1")) == ["ans-new", "ans-off"]  # one chat, both turns
             assert await ids(outcome="handed_off") == ["ans-off"]
             assert len(await ids(outcome="", per_page=100)) == 26  # an empty select means any outcome
             assert await ids(since=NOW.date().isoformat(), outcome="answered") == ["ans-new"]

@@ -80,6 +80,7 @@ def _row(**changes: object) -> AnswerRow:
         "answer": "请联系销售 & 客服",
         "engine_id": "eng-1",
         "dataset_id": "ds-1",
+        "conversation_id": None,
         "status": "ok",
         "handoff": False,
         "entry_ids": ["kb-a", "kb-b"],
@@ -103,6 +104,9 @@ def test_answer_row_shows_the_log_and_prefills_the_correction() -> None:
     for shown in ("kb-a", "3.50", "kb-b", "1.25", "0.80", "120 ms", "eng-1", "已回答", "标记并改进回答"):
         assert shown in html, shown
     assert 'name="reason"' in html and ">请联系销售 &amp; 客服</textarea>" in html  # the model's answer to edit
+    assert "查看整段对话" not in html  # a single-turn answer has no conversation to open
+    in_chat = _render_row("zh", _row(conversation_id="conv-7"))
+    assert 'data-conversation="conv-7"' in in_chat and "查看整段对话" in in_chat
     english = _render_row("en", _row())
     assert "answered" in english and "Flag and correct this answer" in english and "已回答" not in english
 
