@@ -27,7 +27,7 @@ def test_each_evaluation_is_reported_and_a_hopeless_trial_is_pruned() -> None:
     hook = _ReportToTrial(trial)
     hook.on_evaluate(None, None, None, metrics={"eval_heldout_loss": 0.5, "eval_train_loss": 0.1})
     assert hook.evaluations == 1
-    with pytest.raises(optuna.TrialPruned, match="held-out loss 3.0000 after evaluation 2"):
+    with pytest.raises(optuna.TrialPruned, match=r"held-out loss 3\.0000 after evaluation 2"):
         hook.on_evaluate(None, None, None, metrics={"eval_heldout_loss": 3.0})
     hook.on_evaluate(None, None, None, metrics={"epoch": 1.0})  # no loss in this log: nothing reported
     assert hook.evaluations == 2
