@@ -29,8 +29,12 @@ class EventLog:
         await consumer.start()
         try:
             async for record in consumer:
+                try:
+                    payload = json.loads(record.value)
+                except (TypeError, ValueError):
+                    continue  # not an event (anyone may write to a topic): the consumers dead-letter it, we skip it
                 async with self.changed:
-                    self.seen.append((time.monotonic(), record.topic, json.loads(record.value)))
+                    self.seen.append((time.monotonic(), record.topic, payload if isinstance(payload, dict) else {}))
                     self.changed.notify_all()
         finally:
             await consumer.stop()

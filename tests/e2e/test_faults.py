@@ -130,6 +130,8 @@ def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(
     port = free_port()
     env["KEFU_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{port}"  # for `kefu ingest`; `kefu up` passes it to its children
     env.update(KEFU_FEEDBACK_AUTO_APPROVE="true", KEFU_FEEDBACK_RELEASE_THRESHOLD="1")
+    # A killed runner's job is taken over once its lease expires: a short lease keeps the test to seconds per kill.
+    env["KEFU_JOB_LEASE_SECONDS"] = "6"
     with running_stack(env, port):
         ingest = subprocess.run(
             [sys.executable, "-m", "kefu", "ingest", str(SAMPLE)], env=env, capture_output=True, text=True, timeout=120

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import tritonclient.grpc.aio as aioclient
+from sqlalchemy import delete
 
 from libs.common.tables import Deployment
 from services.builder import repository
@@ -63,3 +64,6 @@ async def test_live_version_stays_loaded_when_a_new_one_supersedes_the_canary(
         await client.close()
         proc.terminate()
         await proc.wait()
+        # The database is the session's: a live row left here would make every later gateway suite's engine a canary.
+        async with db_sessions() as session, session.begin():
+            await session.execute(delete(Deployment).where(Deployment.triton_model == name))
