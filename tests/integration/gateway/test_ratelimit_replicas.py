@@ -121,7 +121,25 @@ async def gateway_process(env: dict[str, str], port: int, log: Path) -> AsyncIte
                 await proc.wait()
 
 
-async def test_two_gateway_processes_share_one_limit(tmp_path: Path, tansu: str, redis_url: str) -> None:
+@pytest.fixture
+def own_broker() -> Iterator[str]:
+    """A broker of their own for the two gateway processes: killed consumers of the shared session broker's
+    `kefu-gateway` group left it unable to seat the next suite's gateway (it never started)."""
+    from kefu.tansu import create_topics, tansu_command, wait_port
+    from libs.common.events import all_topic_names
+
+    port = free_port()
+    proc = subprocess.Popen(tansu_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        asyncio.run(wait_port("127.0.0.1", port))
+        asyncio.run(create_topics(f"127.0.0.1:{port}", all_topic_names()))
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_two_gateway_processes_share_one_limit(tmp_path: Path, own_broker: str, redis_url: str) -> None:
     database_url = f"sqlite+aiosqlite:///{tmp_path / 'kefu.db'}"
     await asyncio.to_thread(upgrade_database, database_url)
     engine = make_engine(database_url)
@@ -132,7 +150,7 @@ async def test_two_gateway_processes_share_one_limit(tmp_path: Path, tansu: str,
     common.update(
         KEFU_HOME=str(tmp_path / "home"),
         KEFU_DATABASE_URL=database_url,
-        KEFU_KAFKA_BOOTSTRAP=tansu,
+        KEFU_KAFKA_BOOTSTRAP=own_broker,
         KEFU_KAFKA_SESSION_TIMEOUT_MS="2000",
         KEFU_KAFKA_HEARTBEAT_INTERVAL_MS="500",
         KEFU_MIGRATE_ON_START="false",
