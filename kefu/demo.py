@@ -112,6 +112,7 @@ async def _pipeline(events: EventLog, say, question_sets: list[Path]) -> dict[st
     say(f"demo: engine {out['engine_id']} live after {out['pipeline_seconds']}s (dataset.ready → deployment.live)")
     out["answers"] = [await _ask(q, keys["app"], say) for q in _sample_questions()]
     out.update(await _question_sets(question_sets, keys["app"], say))
+    out.update(await _two_turn(keys["app"], say))
     if "feedback" not in service_names():
         out["missing"] = ["feedback"]
         return out
@@ -241,6 +242,14 @@ async def _question_sets(paths: list[Path], key: str, say) -> dict[str, Any]:  #
     }
 
 
+async def _two_turn(key: str, say) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The hand-made two-turn conversations' follow-ups, answered with their conversation (kefu.conversations_eval)."""
+    from kefu.conversations_eval import demo_figures
+
+    gateway = service_settings("gateway")
+    return await demo_figures(gateway.endpoints()["http"] + "/v1", key, gateway.triton_model_name, say)
+
+
 async def _until_served(question: str, expected: str, key: str, since: float) -> float | None:
     """Seconds from ``since`` until the gateway answers ``question`` with ``expected`` (None: not within the limit)."""
     from libs.datasets.cleaning import normalize_text
@@ -270,6 +279,8 @@ def print_summary(summary: dict[str, Any], say) -> None:  # type: ignore[no-unty
         ("engine vs trained model agreement", summary.get("agreement", "-")),
         ("eval exact match (unseen questions)", summary.get("eval_exact_match", "-")),
         ("paraphrases answered right (demo questions)", summary.get("paraphrase_accuracy", "-")),
+        ("follow-ups answered right (two-turn conversations)", summary.get("two_turn_accuracy", "-")),
+        ("  the same follow-ups asked alone", summary.get("followup_alone_accuracy", "-")),
         ("in-scope handed to a human", summary.get("handoff_in_scope", "-")),
         ("out-of-scope handed to a human", summary.get("handoff_out_of_scope", "-")),
         ("approval → correction served (no retraining), s", summary.get("live_fix_seconds", "-")),

@@ -2,14 +2,17 @@
 
 The model contract (written by the builder): input ``question`` BYTES [1,1], optional ``context`` BYTES [1,1] (the
 retrieved references, ``libs.common.prompting.grounded_context``), optional ``max_tokens`` INT32 [1,1], optional
-``temperature`` / ``top_p`` FP32 [1,1] and ``seed`` INT64 [1,1] (sampling; absent: greedy);
+``temperature`` / ``top_p`` FP32 [1,1] and ``seed`` INT64 [1,1] (sampling; absent: greedy), optional ``logprobs``
+INT32 [1,1] (log-probabilities with this many alternatives per token; absent: none);
 each response carries ``delta`` BYTES, ``token_count`` INT32, ``prompt_tokens`` INT32 and ``finish_reason`` BYTES
-(empty until the final response: ``stop`` | ``length`` | ``cancelled``). Shared by the builder's smoke test, the
+(empty until the final response: ``stop`` | ``length`` | ``cancelled``), and when asked ``logprobs`` BYTES (JSON,
+OpenAI's ``logprobs.content`` items of the tokens behind that response's text). Shared by the builder's smoke test, the
 gateway and the benchmarks. Closing the generator early cancels the request inside Triton.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -24,6 +27,8 @@ class Delta:
     token_count: int
     prompt_tokens: int
     finish_reason: str  # "" until the last delta
+    #: OpenAI ``logprobs.content`` items of this delta's tokens; None when the request did not ask for them.
+    logprobs: list[dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ def chat_request(
     version: str = "",
     context: str = "",
     sampling: Sampling | None = None,
+    logprobs: int | None = None,
 ) -> dict:
     inputs = [grpcclient.InferInput("question", [1, 1], "BYTES")]
     inputs[0].set_data_from_numpy(np.array([[question.encode("utf-8")]], dtype=np.object_))
@@ -64,6 +70,8 @@ def chat_request(
             inputs.append(_scalar("top_p", sampling.top_p, "FP32", np.float32))
         if sampling.seed is not None:
             inputs.append(_scalar("seed", sampling.seed, "INT64", np.int64))
+    if logprobs is not None:  # only when asked: engines built before this input existed serve everything else
+        inputs.append(_scalar("logprobs", logprobs, "INT32", np.int32))
     return {"model_name": model, "model_version": version, "inputs": inputs}
 
 
@@ -76,9 +84,15 @@ async def stream_answer(
     version: str = "",
     context: str = "",
     sampling: Sampling | None = None,
+    logprobs: int | None = None,
 ) -> AsyncIterator[Delta]:
+    """``logprobs``: None for none, else the number of alternatives per token (0 … 20)."""
+
     async def requests() -> AsyncIterator[dict]:
-        yield chat_request(model, question, max_tokens=max_tokens, version=version, context=context, sampling=sampling)
+        yield chat_request(
+            model, question, max_tokens=max_tokens, version=version, context=context, sampling=sampling,
+            logprobs=logprobs,
+        )  # fmt: skip
 
     responses = client.stream_infer(requests())
     try:
@@ -90,9 +104,15 @@ async def stream_answer(
                 token_count=int(result.as_numpy("token_count")[0, 0]),
                 prompt_tokens=int(result.as_numpy("prompt_tokens")[0, 0]),
                 finish_reason=result.as_numpy("finish_reason")[0, 0].decode(),
+                logprobs=None if logprobs is None else _logprobs(result),
             )
             yield delta
             if delta.finish_reason:
                 return
     finally:
         responses.cancel()  # a no-op after the final response; cancels the request inside Triton otherwise
+
+
+def _logprobs(result) -> list[dict]:  # type: ignore[no-untyped-def]
+    raw = result.as_numpy("logprobs")
+    return json.loads(raw[0, 0]) if raw is not None and raw.size else []

@@ -43,6 +43,8 @@ class Reply:
     token_count: int
     prompt_tokens: int
     finish_reason: str | None
+    #: ``services.builder.logprobs.TokenLogprob`` of each token since the last reply; None: the request did not ask.
+    logprobs: tuple[Any, ...] | None = None
 
 
 def encode_question(tokenizer: Any, question: str, context: str = "") -> list[int]:

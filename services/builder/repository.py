@@ -33,13 +33,16 @@ input [
   # Sampling (absent or temperature 0: greedy, as the quality gate decoded); seed makes a sampled answer repeatable.
   {{ name: "temperature" data_type: TYPE_FP32 dims: [ 1 ] optional: true }},
   {{ name: "top_p" data_type: TYPE_FP32 dims: [ 1 ] optional: true }},
-  {{ name: "seed" data_type: TYPE_INT64 dims: [ 1 ] optional: true }}
+  {{ name: "seed" data_type: TYPE_INT64 dims: [ 1 ] optional: true }},
+  # Sent: each response also carries "logprobs" (JSON, the tokens' log-probabilities and this many alternatives).
+  {{ name: "logprobs" data_type: TYPE_INT32 dims: [ 1 ] optional: true }}
 ]
 output [
   {{ name: "delta" data_type: TYPE_STRING dims: [ 1 ] }},
   {{ name: "token_count" data_type: TYPE_INT32 dims: [ 1 ] }},
   {{ name: "prompt_tokens" data_type: TYPE_INT32 dims: [ 1 ] }},
-  {{ name: "finish_reason" data_type: TYPE_STRING dims: [ 1 ] }}
+  {{ name: "finish_reason" data_type: TYPE_STRING dims: [ 1 ] }},
+  {{ name: "logprobs" data_type: TYPE_STRING dims: [ 1 ] }}
 ]
 instance_group [ {{ count: {instances} kind: KIND_CPU }} ]
 # Keep the previous version loadable so a rollout can step back without a rebuild.

@@ -6,7 +6,9 @@ early finisher never pads the rest. The Triton model feeds ``submit`` from ``exe
 thread; tests drive ``step`` directly. Replies go to ``emit(handle, reply_or_error)``; a handle is whatever the
 caller needs to answer (a Triton response sender). Each request decodes greedily unless it asked for sampling
 (``Sampling``): its own temperature, top-p and random generator, applied to its own row inside the shared batch,
-so one request's sampling never changes another's answer and the same seed gives the same tokens.
+so one request's sampling never changes another's answer and the same seed gives the same tokens. A request may
+also ask for each token's log-probability and the top-k alternatives (``services.builder.logprobs``), taken from the
+logits its token was chosen from; batches where nobody asked decode exactly as before.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from services.builder import logprobs
 from services.builder.engine import Choose, DecodeState, Engine, Reply, TextStream, encode_question
 
 log = logging.getLogger("kefu.builder.scheduler")
@@ -97,9 +100,12 @@ class _Request:
     budget: int
     text: TextStream
     sampling: Sampling | None = None  # None: greedy
+    top_logprobs: int | None = None  # None: no log-probabilities asked; else how many alternatives per token
     produced: int = 0
     unsent: str = ""
     sent_at: float | None = None  # when text last went out; None: nothing yet
+    chosen: logprobs.TokenLogprob | None = None  # the log-probability of ``next_ids[row]``, until it is handed out
+    unsent_logprobs: list[logprobs.TokenLogprob] | None = None
 
 
 class Scheduler:
@@ -126,13 +132,36 @@ class Scheduler:
         self._serial = 0
 
     def submit(
-        self, handle: Any, question: str, max_tokens: int, context: str = "", sampling: Sampling | None = None
+        self,
+        handle: Any,
+        question: str,
+        max_tokens: int,
+        context: str = "",
+        sampling: Sampling | None = None,
+        top_logprobs: int | None = None,
     ) -> None:
-        """Queue a question with its references (thread-safe). Tokenizing here keeps the decode thread free."""
+        """Queue a question with its references (thread-safe). Tokenizing here keeps the decode thread free.
+        ``top_logprobs``: None for no log-probabilities, else 0 … 20 alternatives per token."""
+        if top_logprobs is not None and not 0 <= top_logprobs <= logprobs.MAX_TOP_LOGPROBS:
+            raise ValueError(f"logprobs must be between 0 and {logprobs.MAX_TOP_LOGPROBS} (got {top_logprobs})")
         prompt = encode_question(self.tokenizer, question, context)
         self._serial += 1
         budget = self.engine.budget(len(prompt), max_tokens)
-        self.waiting.put(_Request(self._serial, handle, prompt, budget, TextStream(self.tokenizer), sampling))
+        request = _Request(self._serial, handle, prompt, budget, TextStream(self.tokenizer), sampling, top_logprobs)
+        if top_logprobs is not None:
+            request.unsent_logprobs = []
+        self.waiting.put(request)
+
+    @staticmethod
+    def _choose(rows: list[_Request]) -> Choose | None:
+        """The engine's ``choose`` for these rows (row order): None — the engine's own argmax — unless some row
+        samples or asked for log-probabilities."""
+        choose = choose_for([r.sampling for r in rows])
+
+        def record(row: int, chosen: logprobs.TokenLogprob) -> None:
+            rows[row].chosen = chosen
+
+        return logprobs.recording(choose, [r.top_logprobs for r in rows], record)
 
     def _admit(self, block: bool) -> bool:
         """Move waiting requests into the batch (up to max_active); False once ``stop`` was submitted."""
@@ -150,7 +179,7 @@ class Scheduler:
                 joining.append(item)
         if joining:
             try:
-                choose = choose_for([r.sampling for r in joining])
+                choose = self._choose(joining)
                 prompts = [r.prompt for r in joining]
                 # All-greedy batches call the engine exactly as before sampling existed.
                 fresh = self.engine.prefill(prompts) if choose is None else self.engine.prefill(prompts, choose)
@@ -173,12 +202,17 @@ class Scheduler:
         if token is not None:
             r.produced += 1
             r.unsent += r.text.push(token)
+            if r.unsent_logprobs is not None and r.chosen is not None:
+                r.unsent_logprobs.append(r.chosen)
         now = time.perf_counter()
         if finish is not None:
             r.unsent += r.text.flush()
         elif not r.unsent or (r.sent_at is not None and now - r.sent_at < self.interval_s):
             return
-        self.emit(r.handle, Reply(r.serial, r.unsent, r.produced, len(r.prompt), finish))
+        lps = None
+        if r.unsent_logprobs is not None:
+            lps, r.unsent_logprobs = tuple(r.unsent_logprobs), []
+        self.emit(r.handle, Reply(r.serial, r.unsent, r.produced, len(r.prompt), finish, lps))
         r.unsent, r.sent_at = "", now
 
     def step(self, block: bool = False) -> bool:
@@ -206,7 +240,7 @@ class Scheduler:
             self.state = self.state.select(keep) if keep else None
         if self.state is not None:
             try:
-                choose = choose_for([r.sampling for r in self.active])
+                choose = self._choose(self.active)
                 self.state = self.engine.step(self.state) if choose is None else self.engine.step(self.state, choose)
             except Exception as exc:
                 log.exception("decode step failed")

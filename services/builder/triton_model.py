@@ -1,5 +1,8 @@
 """Triton python-backend model (decoupled): streams answers from the kefu ONNX engine, greedy unless a request
-sends the optional ``temperature`` (> 0), ``top_p`` and ``seed`` inputs.
+sends the optional ``temperature`` (> 0), ``top_p`` and ``seed`` inputs. A request that sends ``logprobs`` (the
+number of alternatives per token, 0 … 20) gets a ``logprobs`` output on each response: JSON, OpenAI's
+``logprobs.content`` items of the tokens behind that response's text (``services.builder.logprobs``); others get
+no such output and cost nothing more.
 
 Copied by the builder into each version folder as ``model.py``; the decoding is ``services.builder.engine``, the
 same code the quality gate ran. ``execute`` only queues requests and returns: a decode thread runs continuous
@@ -31,12 +34,14 @@ class TritonPythonModel:
             sys.path.insert(0, source_root)
         from transformers import AutoTokenizer
 
-        from services.builder import engine, scheduler
+        from services.builder import engine, logprobs, scheduler
 
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.meta = json.loads((version_dir / engine.ENGINE_META).read_text(encoding="utf-8"))
         self.default_max_tokens = int(self.meta["max_new_tokens"])
         self.sampling = scheduler.Sampling.of
+        self.token_text = None  # built on the first request that asks for log-probabilities
+        self.logprobs_text = logprobs.TokenText
         self.outbox = queue.SimpleQueue()
         self.scheduler = scheduler.Scheduler(
             engine.Engine.from_dir(version_dir, threads=int(params.get("ort_threads", "0"))),
@@ -93,8 +98,9 @@ class TritonPythonModel:
             context_text = refs[0].decode("utf-8", "replace") if refs.size and isinstance(refs[0], bytes) else ""
             try:
                 self.scheduler.submit(
-                    sender, question, self._max_tokens(request), context_text, self._sampling(request)
-                )
+                    sender, question, self._max_tokens(request), context_text, self._sampling(request),
+                    self._scalar(request, "logprobs", int),
+                )  # fmt: skip
             except Exception as exc:  # noqa: BLE001 - a request that cannot be queued must still be answered
                 self._send(sender, exc)
         return None
@@ -111,8 +117,9 @@ class TritonPythonModel:
                 sender, reply = item
                 prev = merged.get(id(sender))
                 if prev is not None and not isinstance(prev[1], Exception) and not isinstance(reply, Exception):
+                    lps = None if reply.logprobs is None else (*(prev[1].logprobs or ()), *reply.logprobs)
                     reply = type(reply)(reply.index, prev[1].delta + reply.delta, reply.token_count,
-                                        reply.prompt_tokens, reply.finish_reason)  # fmt: skip
+                                        reply.prompt_tokens, reply.finish_reason, lps)  # fmt: skip
                 merged[id(sender)] = [sender, reply]
             for sender, reply in merged.values():
                 self._send(sender, reply)
@@ -136,6 +143,11 @@ class TritonPythonModel:
                         "finish_reason", np.array([[(reply.finish_reason or "").encode()]], dtype=np.object_)
                     ),
                 ]
+                if reply.logprobs is not None:
+                    if self.token_text is None:
+                        self.token_text = self.logprobs_text(self.scheduler.tokenizer)
+                    raw = self.token_text.dumps(reply.logprobs)
+                    outputs.append(pb_utils.Tensor("logprobs", np.array([[raw]], dtype=np.object_)))
                 flags = FINAL if reply.finish_reason is not None else 0
                 sender.send(pb_utils.InferenceResponse(output_tensors=outputs), flags=flags)
         except Exception as exc:  # noqa: BLE001 - a stream that already closed refuses sends; others go on

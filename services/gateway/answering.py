@@ -7,6 +7,11 @@ which cancels the request inside Triton. The answer row is written by a backgrou
 whatever the ending, so a disconnect never delays or loses it. Stop strings are cut here, for both APIs: the
 stream ends before the first match with ``finish_reason`` "stop", and ending it closes the Triton request early.
 A conversation's earlier user turn steers retrieval (``services.gateway.conversation.ground``).
+
+Time to first token is the gateway's figure of merit (``kefu bench``: its overhead over Triton direct), so the work
+before the first token is only what the Triton request needs: key check, routing, retrieval. The answer row is
+kept as plain values and built into an ORM object after the answer (``AnswerLog``), and an API's response headers
+can go out while Triton prefills (``opened``) instead of after the first token.
 """
 
 from __future__ import annotations
@@ -15,17 +20,17 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 import tritonclient.grpc.aio as aioclient
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from tritonclient.utils import InferenceServerException
 
-from libs.common.tables import Answer
+from libs.common.auth import Principal
 from libs.common.triton_stream import Delta, Sampling, stream_answer
 from services.gateway import conversation, metrics
-from services.gateway.access import Principal
+from services.gateway.answer_log import AnswerLog
 from services.gateway.conversation import Conversation
 from services.gateway.errors import GatewayError, invalid, unavailable
 from services.gateway.knowledge import Knowledge
@@ -37,6 +42,9 @@ log = logging.getLogger("kefu.gateway.answering")
 # tritonclient raises InferenceServerException for Triton-side errors and grpcs own error when it cannot connect.
 TRITON_ERRORS = (InferenceServerException, grpc.RpcError)
 _NOT_SERVING = ("unavailable", "unknown model", "not found", "not ready", "failed to connect", "connection refused")
+#: Told (answer id, engine) of the answer that will be served, just before its first token is awaited.
+Opened = Callable[[str, Target], None]
+__all__ = ["AnswerLog", "AnswerStream", "Answerer", "Opened"]
 
 
 def new_answer_id() -> str:
@@ -52,30 +60,6 @@ def triton_error(exc: Exception, target: Target) -> GatewayError:
     return GatewayError(502, "engine_error", f"{where} failed: {exc}")
 
 
-class AnswerLog:
-    """Writes answer rows off the request path; ``drain`` at shutdown waits for the last ones."""
-
-    def __init__(self, sessions: async_sessionmaker) -> None:
-        self.sessions = sessions
-        self._pending: set[asyncio.Task] = set()
-
-    def record(self, row: Answer) -> None:
-        task = asyncio.get_running_loop().create_task(self._write(row))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _write(self, row: Answer) -> None:
-        try:
-            async with self.sessions() as session, session.begin():
-                session.add(row)
-        except Exception:
-            log.exception("could not log answer %s", row.answer_id)
-
-    async def drain(self) -> None:
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
-
-
 class AnswerStream:
     """An answer whose first delta has arrived; iterate it once for every delta, first included."""
 
@@ -83,7 +67,7 @@ class AnswerStream:
         self,
         answer_id: str,
         target: Target,
-        row: Answer,
+        row: dict[str, Any],
         deltas: AsyncIterator[Delta],
         first: Delta,
         t0: float,
@@ -96,6 +80,8 @@ class AnswerStream:
         self.conversation_id = conversation_id
         self._cutter = StopCutter(stop) if stop else None
         self._parts: list[str] = []
+        #: OpenAI ``logprobs.content`` items so far; None when the request did not ask for log-probabilities.
+        self.logprobs: list[dict] | None = None if first.logprobs is None else []
         self.prompt_tokens = first.prompt_tokens
         self.completion_tokens = 0
         self.finish_reason = ""
@@ -103,13 +89,16 @@ class AnswerStream:
 
     def _note(self, delta: Delta) -> Delta:
         if self._cutter is not None:
+            # A delta's log-probabilities go with it whole: the tokens that made a stop string are listed, as vLLM.
             text = self._cutter.feed(delta.text)
             if self._cutter.stopped:
-                delta = Delta(text, delta.token_count, delta.prompt_tokens, "stop")
+                delta = Delta(text, delta.token_count, delta.prompt_tokens, "stop", delta.logprobs)
             else:
                 text += self._cutter.flush() if delta.finish_reason else ""
-                delta = Delta(text, delta.token_count, delta.prompt_tokens, delta.finish_reason)
+                delta = Delta(text, delta.token_count, delta.prompt_tokens, delta.finish_reason, delta.logprobs)
         self._parts.append(delta.text)
+        if self.logprobs is not None and delta.logprobs:
+            self.logprobs.extend(delta.logprobs)
         self.completion_tokens = delta.token_count
         self.prompt_tokens = delta.prompt_tokens or self.prompt_tokens
         self.finish_reason = delta.finish_reason
@@ -122,15 +111,15 @@ class AnswerStream:
     @property
     def entry_ids(self) -> list[str]:
         """The knowledge entries the answer was grounded on, best first."""
-        return list(self.row.entry_ids or [])
+        return list(self.row.get("entry_ids") or [])
 
     @property
     def handoff(self) -> bool:
-        return bool(self.row.handoff)
+        return bool(self.row.get("handoff"))
 
     def grounding(self) -> dict[str, object]:
         """The ``kefu`` extension of OpenAI responses (the official SDKs keep unknown fields)."""
-        return {"entry_ids": self.entry_ids, "handoff": self.handoff, "confidence": self.row.confidence}
+        return {"entry_ids": self.entry_ids, "handoff": self.handoff, "confidence": self.row.get("confidence")}
 
     async def __aiter__(self) -> AsyncIterator[Delta]:
         status = "error"
@@ -159,12 +148,13 @@ class AnswerStream:
     def _finish(self, status: str) -> None:
         latency = time.perf_counter() - self._t0
         row = self.row
-        row.answer, row.status, row.finish_reason = self.text, status, self.finish_reason or status
-        row.prompt_tokens, row.completion_tokens = self.prompt_tokens, self.completion_tokens
-        row.ttft_ms, row.latency_ms = self.ttft_s * 1000, latency * 1000
+        row.update(
+            answer=self.text, status=status, finish_reason=self.finish_reason or status, ttft_ms=self.ttft_s * 1000,
+            prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens, latency_ms=latency * 1000,
+        )  # fmt: skip
         self._log.record(row)
         route = self.target.state
-        metrics.observe_answer(row.engine_id or "", route, status, bool(row.handoff), row.confidence, self.text)
+        metrics.observe_answer(row["engine_id"] or "", route, status, self.handoff, row.get("confidence"), self.text)
         if status != "ok":
             return
         metrics.TTFT.labels(route).observe(self.ttft_s)
@@ -177,9 +167,10 @@ class AnswerStream:
             metrics.TOKENS_PER_SECOND.labels(route).observe(self.completion_tokens / latency)
 
 
-async def _handoff_deltas(text: str) -> AsyncIterator[Delta]:
-    """The hand-off reply as a one-delta stream, so every API streams it exactly like a model answer."""
-    yield Delta(text=text, token_count=0, prompt_tokens=0, finish_reason="stop")
+async def _handoff_deltas(text: str, logprobs: bool) -> AsyncIterator[Delta]:
+    """The hand-off reply as a one-delta stream, so every API streams it exactly like a model answer (no model
+    tokens: no log-probabilities, an empty list when asked)."""
+    yield Delta(text=text, token_count=0, prompt_tokens=0, finish_reason="stop", logprobs=[] if logprobs else None)
 
 
 class Answerer:
@@ -217,19 +208,29 @@ class Answerer:
         chat: Conversation | None = None,
         stop: tuple[str, ...] = (),
         sampling: Sampling | None = None,
+        logprobs: int | None = None,
+        opened: Opened | None = None,
     ) -> AnswerStream:
+        """``logprobs``: None for none, else the alternatives per token (``services.gateway.params.logprobs``).
+        ``opened(answer_id, target)`` is called just before the first token of the answer that will be returned is
+        awaited, so what it schedules runs while Triton prefills; not for a canary attempt, which the live engine
+        may still replace."""
         question, max_tokens = self.check(question, max_tokens)
         chat = chat or Conversation()
         target = self.router.pick()
+        asked = (stop, sampling, logprobs)
+        canary = target.state == "canary"
         try:
-            return await self._open(new_answer_id(), target, question, max_tokens, principal, chat, stop, sampling)
+            return await self._open(
+                new_answer_id(), target, question, max_tokens, principal, chat, *asked, None if canary else opened
+            )
         except GatewayError:
             # A canary that fails before its first token is logged against it (the verdict counts it) and the
             # customer gets the live engine's answer instead.
             live = self.router.live
-            if target.state != "canary" or live is None or live == target:
+            if not canary or live is None or live == target:
                 raise
-            return await self._open(new_answer_id(), live, question, max_tokens, principal, chat, stop, sampling)
+            return await self._open(new_answer_id(), live, question, max_tokens, principal, chat, *asked, opened)
 
     async def _open(
         self,
@@ -241,22 +242,24 @@ class Answerer:
         chat: Conversation,
         stop: tuple[str, ...],
         sampling: Sampling | None,
+        logprobs: int | None = None,
+        opened: Opened | None = None,
     ) -> AnswerStream:
         t0 = time.perf_counter()
-        row = Answer(
-            answer_id=answer_id,
-            question=question,
-            answer="",
-            engine_id=target.engine_id,
-            model_id=target.model_id,
-            dataset_id=target.dataset_id,
-            triton_model=target.triton_model,
-            triton_version=target.triton_version,
-            prompt_tokens=0,
-            completion_tokens=0,
-            api_key_id=principal.key_id,
-            conversation_id=chat.conversation_id or None,
-        )
+        row: dict[str, Any] = {
+            "answer_id": answer_id,
+            "question": question,
+            "answer": "",
+            "engine_id": target.engine_id,
+            "model_id": target.model_id,
+            "dataset_id": target.dataset_id,
+            "triton_model": target.triton_model,
+            "triton_version": target.triton_version,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "api_key_id": principal.key_id,
+            "conversation_id": chat.conversation_id or None,
+        }
         grounding = await self.knowledge.for_target(target)
         previous = chat.previous_question
         if previous:  # Grounding.ground observes RETRIEVAL_SECONDS itself; the conversation path does it here
@@ -266,11 +269,11 @@ class Answerer:
         else:
             grounded = grounding.ground(question)
         if grounded.confidence is not None:
-            row.entry_ids, row.retrieval_scores = grounded.entry_ids, grounded.scores
-            row.confidence, row.handoff = grounded.confidence, grounded.handoff
-        if row.handoff:
+            row.update(entry_ids=grounded.entry_ids, retrieval_scores=grounded.scores,
+                       confidence=grounded.confidence, handoff=grounded.handoff)  # fmt: skip
+        if row.get("handoff"):
             metrics.HANDOFFS.labels(target.state).inc()
-            deltas: AsyncIterator[Delta] = _handoff_deltas(self.settings.handoff_text())
+            deltas: AsyncIterator[Delta] = _handoff_deltas(self.settings.handoff_text(), logprobs is not None)
         else:
             deltas = stream_answer(
                 self.client,
@@ -280,19 +283,23 @@ class Answerer:
                 version=str(target.triton_version),
                 context=grounded.context,
                 sampling=sampling,
+                logprobs=logprobs,
             )
+        first_delta = anext(deltas)  # sends the Triton request once awaited
+        if opened is not None:
+            opened(answer_id, target)
         try:
-            first = await anext(deltas)
+            first = await first_delta
         except (*TRITON_ERRORS, StopAsyncIteration) as exc:
-            await deltas.aclose()
+            await deltas.aclose()  # type: ignore[attr-defined]
             error = (
                 triton_error(exc, target)
                 if isinstance(exc, TRITON_ERRORS)
                 else GatewayError(502, "engine_error", f"engine {target.engine_id} ended the stream without an answer")
             )
-            row.status, row.finish_reason, row.latency_ms = "error", "error", (time.perf_counter() - t0) * 1000
+            row.update(status="error", finish_reason="error", latency_ms=(time.perf_counter() - t0) * 1000)
             self.log.record(row)
-            metrics.observe_answer(target.engine_id, target.state, "error", False, row.confidence, "")
+            metrics.observe_answer(target.engine_id, target.state, "error", False, row.get("confidence"), "")
             log.warning("answer %s on %s failed: %s", answer_id, target.engine_id, error.message)
             raise error from exc
         return AnswerStream(answer_id, target, row, deltas, first, t0, self.log, chat.conversation_id, stop)

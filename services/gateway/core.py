@@ -19,7 +19,7 @@ from services.gateway.shadow import ShadowReplay
 @dataclass
 class Gateway:
     settings: Settings
-    runtime: ServiceRuntime
+    runtime: ServiceRuntime[Settings]
     triton: aioclient.InferenceServerClient
     access: Access
     router: Router
@@ -29,7 +29,7 @@ class Gateway:
     shadow: ShadowReplay
 
     @classmethod
-    def build(cls, runtime: ServiceRuntime, settings: Settings) -> Gateway:
+    def build(cls, runtime: ServiceRuntime[Settings], settings: Settings) -> Gateway:
         triton = aioclient.InferenceServerClient(settings.triton_grpc_url)
         router = Router(runtime.sessions, settings)
         answer_log = AnswerLog(runtime.sessions)

@@ -2,30 +2,63 @@
 
 Same rules as HTTP: ``authorization: Bearer <key>`` metadata, role app or admin, the per-key rate limit, and the
 errors as status codes (``GatewayError.grpc_code``). The answer id is also sent as ``x-kefu-answer-id`` initial
-metadata. The request's conversation (id + earlier turns), stop strings and sampling knobs follow the OpenAI API's
-rules (``services.gateway.params``, ``services.gateway.conversation``). Standard health checking
-(``grpc.health.v1``) reports SERVING, and NOT_SERVING during shutdown.
+metadata. The request's conversation (id + earlier turns), stop strings, sampling and log-probability knobs
+follow the OpenAI API's rules (``services.gateway.params``, ``services.gateway.conversation``). Standard health
+checking (``grpc.health.v1``) reports SERVING, and NOT_SERVING during shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from libs.common.auth import CHAT_ROLES
 from proto.kefu.gateway.v1 import chat_pb2, chat_pb2_grpc
-from services.gateway.access import CHAT
 from services.gateway.answering import AnswerStream
 from services.gateway.conversation import conversation
 from services.gateway.core import Gateway
 from services.gateway.errors import GatewayError
 from services.gateway.metrics import REQUESTS
-from services.gateway.params import sampling, stop_strings
+from services.gateway.params import logprobs, sampling, stop_strings
+from services.gateway.routing import Target
 
 log = logging.getLogger("kefu.gateway.grpc")
 SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
+
+
+def _logprobs(items: list[dict] | None) -> list[chat_pb2.TokenLogprob] | None:
+    """OpenAI ``logprobs.content`` items as protobuf messages (None: not asked)."""
+    if items is None:
+        return None
+
+    def one(item: dict) -> chat_pb2.TokenLogprob:
+        return chat_pb2.TokenLogprob(token=item["token"], logprob=item["logprob"], bytes=bytes(item["bytes"]))
+
+    out = []
+    for item in items:
+        token = one(item)
+        token.top_logprobs.extend(one(top) for top in item.get("top_logprobs", ()))
+        out.append(token)
+    return out
+
+
+async def _send_headers(
+    context: grpc.aio.ServicerContext, answer_id: str, target: Target, conversation_id: str
+) -> None:
+    try:
+        await context.send_initial_metadata(
+            (
+                ("x-kefu-answer-id", answer_id),
+                ("x-kefu-engine-id", target.engine_id),
+                ("x-kefu-conversation-id", conversation_id),
+            )
+        )
+    except Exception:  # the call ended first (the answer failed): its status says why
+        log.debug("initial metadata not sent for answer %s", answer_id, exc_info=True)
 
 
 def _usage(answer: AnswerStream) -> chat_pb2.Usage:
@@ -42,25 +75,34 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
 
     async def _start(self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext) -> AnswerStream:
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
-        principal = await self.gw.access.authorize(metadata.get("authorization"), CHAT)
+        principal = await self.gw.access.authorize(metadata.get("authorization"), CHAT_ROLES)
         budget = request.max_tokens if request.HasField("max_tokens") and request.max_tokens != 0 else None
         sampled = sampling(
             temperature=request.temperature if request.HasField("temperature") else None,
             top_p=request.top_p if request.HasField("top_p") else None,
             seed=request.seed if request.HasField("seed") else None,
         )
+        top_logprobs = logprobs(
+            request.logprobs if request.HasField("logprobs") else None,
+            request.top_logprobs if request.HasField("top_logprobs") else None,
+        )
         stop = stop_strings(list(request.stop))
         chat = conversation(request.conversation_id, [(t.role, t.content) for t in request.history])
+        sent: list[asyncio.Task] = []
+
+        def opened(answer_id: str, target: Target) -> None:
+            # Sending metadata is a round through grpc's completion queue (~0.3 ms here): done while Triton
+            # prefills, it no longer delays the first token. A gRPC error status can still follow headers.
+            sent.append(asyncio.ensure_future(_send_headers(context, answer_id, target, chat.conversation_id)))
+
         answer = await self.gw.answerer.start(
-            request.question, budget, principal, chat=chat, stop=stop, sampling=sampled
-        )
-        await context.send_initial_metadata(
-            (
-                ("x-kefu-answer-id", answer.answer_id),
-                ("x-kefu-engine-id", answer.target.engine_id),
-                ("x-kefu-conversation-id", answer.conversation_id),
-            )
-        )
+            request.question, budget, principal, chat=chat, stop=stop, sampling=sampled, logprobs=top_logprobs,
+            opened=opened,
+        )  # fmt: skip
+        if sent:
+            await sent[0]  # done by now, as a rule: then this does not even yield to the event loop
+        else:  # a canary's answer: its headers could not go out before the live engine might replace it
+            await _send_headers(context, answer.answer_id, answer.target, answer.conversation_id)
         return answer
 
     @staticmethod
@@ -88,6 +130,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             entry_ids=answer.entry_ids,
             handoff=answer.handoff,
             conversation_id=answer.conversation_id,
+            logprobs=_logprobs(answer.logprobs),
         )
 
     async def ChatStream(
@@ -97,7 +140,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             answer = await self._start(request, context)
             async for delta in answer:
                 last = bool(delta.finish_reason)
-                if delta.text or last:
+                if delta.text or last or delta.logprobs:
                     yield chat_pb2.ChatStreamResponse(
                         answer_id=answer.answer_id,
                         delta=delta.text,
@@ -108,6 +151,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                         entry_ids=answer.entry_ids if last else None,
                         handoff=answer.handoff if last else False,
                         conversation_id=answer.conversation_id,
+                        logprobs=_logprobs(delta.logprobs),
                     )
         except GatewayError as exc:
             await self._fail(context, exc, True)

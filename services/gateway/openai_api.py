@@ -19,14 +19,14 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from libs.common.http import Text
+from libs.common.auth import CHAT_ROLES, Principal
+from libs.common.http import Text, error_responses
 from libs.common.triton_stream import Sampling
-from services.gateway.access import CHAT, Principal
 from services.gateway.answering import AnswerStream
 from services.gateway.conversation import Conversation, conversation
 from services.gateway.core import Gateway
 from services.gateway.errors import GatewayError, invalid, unsupported
-from services.gateway.params import sampling, stop_strings
+from services.gateway.params import logprobs, sampling, stop_strings
 
 router = APIRouter(prefix="/v1")
 
@@ -107,10 +107,6 @@ class ChatCompletionRequest(BaseModel):
             raise unsupported("response_format", "only text answers are supported (type 'text')")
         if self.modalities is not None and set(self.modalities) - {"text"}:
             raise unsupported("modalities", "only text output is supported")
-        if self.logprobs:
-            raise unsupported("logprobs", "log-probabilities are not returned")
-        if self.top_logprobs not in (None, 0):
-            raise unsupported("top_logprobs", "log-probabilities are not returned")
 
     def sampling(self) -> Sampling | None:
         return sampling(
@@ -120,6 +116,10 @@ class ChatCompletionRequest(BaseModel):
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
         )
+
+    def top_logprobs_count(self) -> int | None:
+        """None: no log-probabilities; else the alternatives per token to return."""
+        return logprobs(self.logprobs, self.top_logprobs)
 
     def question(self) -> str:
         return self.messages[self._question_at()].text()
@@ -182,8 +182,11 @@ async def _events(answer: AnswerStream, model: str, include_usage: bool) -> Asyn
             piece: dict[str, Any] = {"content": delta.text}
             if first:
                 piece["role"], first = "assistant", False
-            if delta.text or "role" in piece:
-                yield _sse({**base, "choices": [{"index": 0, "delta": piece, "finish_reason": None}]})
+            if delta.text or "role" in piece or delta.logprobs:
+                choice: dict[str, Any] = {"index": 0, "delta": piece, "finish_reason": None}
+                if delta.logprobs is not None:
+                    choice["logprobs"] = {"content": delta.logprobs, "refusal": None}
+                yield _sse({**base, "choices": [choice]})
     except GatewayError as exc:
         # Headers (200) are gone already: an error object in the stream is what OpenAI clients raise on.
         yield _sse({"error": {"code": exc.code, "message": exc.message}})
@@ -195,7 +198,20 @@ async def _events(answer: AnswerStream, model: str, include_usage: bool) -> Asyn
     yield "data: [DONE]\n\n"
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses=error_responses(
+        (400, "A parameter refused or invalid; the message starts with its name (OpenAI SDKs: BadRequestError)"),
+        401,
+        403,
+        (404, "model_not_found: see GET /v1/models"),
+        (413, "too_large: the body or the prompt is over the limit"),
+        429,
+        502,
+        503,
+    ),
+)
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
@@ -203,14 +219,16 @@ async def chat_completions(
     x_kefu_conversation_id: Annotated[str | None, Header(description="groups the answers of one chat")] = None,
 ) -> JSONResponse | StreamingResponse:
     """Answer the last user message; ``stream: true`` sends OpenAI ``chat.completion.chunk`` server-sent events."""
-    gw, principal = await authorized(request, authorization, CHAT)
+    gw, principal = await authorized(request, authorization, CHAT_ROLES)
     body.refuse_unsupported()
-    stop, sampled = stop_strings(body.stop), body.sampling()
+    stop, sampled, top_logprobs = stop_strings(body.stop), body.sampling(), body.top_logprobs_count()
     chat = body.conversation(x_kefu_conversation_id)
     if body.model not in gw.router.models() and body.model != gw.settings.triton_model_name:
         raise GatewayError(404, "model_not_found", f"model {body.model!r} does not exist; see GET /v1/models")
     budget = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    answer = await gw.answerer.start(body.question(), budget, principal, chat=chat, stop=stop, sampling=sampled)
+    answer = await gw.answerer.start(
+        body.question(), budget, principal, chat=chat, stop=stop, sampling=sampled, logprobs=top_logprobs
+    )
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(
@@ -232,6 +250,7 @@ async def chat_completions(
                     "index": 0,
                     "message": {"role": "assistant", "content": answer.text},
                     "finish_reason": answer.finish_reason,
+                    "logprobs": None if answer.logprobs is None else {"content": answer.logprobs, "refusal": None},
                 }
             ],
             "usage": _usage(answer),
@@ -242,12 +261,12 @@ async def chat_completions(
     )
 
 
-@router.get("/models")
+@router.get("/models", responses=error_responses(401, 403, 429))
 async def list_models(
     request: Request, authorization: Annotated[str | None, Header(description="Bearer <kefu API key>")] = None
 ) -> dict[str, Any]:
     """The model names chat requests may name (the one Triton model, whichever engine version serves it)."""
-    gw, _principal = await authorized(request, authorization, CHAT)
+    gw, _principal = await authorized(request, authorization, CHAT_ROLES)
     live = gw.router.live
     names = gw.router.models() or [gw.settings.triton_model_name]
     return {

@@ -1,8 +1,10 @@
-"""Request parameters both APIs share: ``stop`` strings and per-request sampling.
+"""Request parameters both APIs share: ``stop`` strings, per-request sampling and log-probabilities.
 
 Decoding is greedy unless a request sets ``temperature`` > 0; then the engine samples that request's row of the
 continuous batch at that temperature, within ``top_p``, from a generator seeded with ``seed`` (same seed, same
-answer). Values outside what the engine does are refused with a 400 naming the parameter, never ignored.
+answer). ``logprobs`` / ``top_logprobs`` ask the engine for each answer token's log-probability and the most
+likely alternatives, from the logits the token was chosen from. Values outside what the engine does are refused
+with a 400 naming the parameter, never ignored.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from services.gateway.errors import GatewayError, unsupported
 MAX_STOP = 4  # as OpenAI
 MAX_STOP_CHARS = 64
 MAX_TEMPERATURE = 2.0  # as OpenAI
+MAX_TOP_LOGPROBS = 20  # as OpenAI (and the engine's own limit)
 
 
 def stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -54,3 +57,15 @@ def sampling(
             raise unsupported("top_p", "needs temperature > 0: decoding is greedy unless temperature is set")
         return None
     return Sampling(temperature=temperature, top_p=top_p, seed=seed)
+
+
+def logprobs(logprobs: bool | None, top_logprobs: int | None) -> int | None:
+    """The engine's ``logprobs`` input: None (not asked) or the alternatives per token; OpenAI's rules: 0 … 20,
+    and ``top_logprobs`` only with ``logprobs: true``."""
+    if top_logprobs is not None and not 0 <= top_logprobs <= MAX_TOP_LOGPROBS:
+        raise unsupported("top_logprobs", f"must be between 0 and {MAX_TOP_LOGPROBS}")
+    if not logprobs:
+        if top_logprobs:
+            raise unsupported("top_logprobs", "needs logprobs: true")
+        return None
+    return top_logprobs or 0

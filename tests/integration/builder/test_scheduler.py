@@ -136,3 +136,24 @@ def test_stop_fails_what_is_still_running(engine: Engine, tokenizer) -> None:
     scheduler.stop()
     scheduler.run()  # returns: stop was queued
     assert isinstance(out.last("a"), RuntimeError)
+
+
+def test_logprobs_only_for_the_rows_that_asked_and_greedy_is_top_1(engine: Engine, tokenizer) -> None:
+    expected = engine.greedy([encode_question(tokenizer, q) for q in QUESTIONS[:3]], 10)
+    out = Collect()
+    scheduler = Scheduler(engine, tokenizer, out)
+    for i, question in enumerate(QUESTIONS[:3]):
+        scheduler.submit(i, question, 10, top_logprobs=(None, 0, 4)[i])
+        scheduler.step()  # rows join a batch that is already decoding
+    drain(scheduler)
+    for i, ids in enumerate(expected):
+        replies = [r for r in out.got[i] if isinstance(r, Reply)]
+        assert out.text(i) == tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        if i == 0:
+            assert all(r.logprobs is None for r in replies)  # not asked: nothing computed or sent
+            continue
+        tokens = [t for r in replies for t in r.logprobs]
+        assert [t.token_id for t in tokens] == ids and all(t.logprob <= 0 for t in tokens)
+        assert all(len(t.top) == (0, 0, 4)[i] for t in tokens)
+        if i == 2:
+            assert all(t.top[0] == (t.token_id, t.logprob) for t in tokens)

@@ -49,8 +49,8 @@ async def ask_streamed(gw: RunningGateway, **params: object) -> tuple[str, str |
         ({"n": 2}, "n"),
         ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "audio"),
         ({"modalities": ["audio"]}, "modalities"),
-        ({"logprobs": True}, "logprobs"),
-        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"top_logprobs": 3}, "top_logprobs"),  # needs logprobs: true, as OpenAI
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ({"presence_penalty": 0.5}, "presence_penalty"),
         ({"frequency_penalty": 0.5}, "frequency_penalty"),
         ({"logit_bias": {"42": 10}}, "logit_bias"),

@@ -129,8 +129,8 @@ def request(**fields: object) -> ChatCompletionRequest:
         ({"n": 2}, "n"),
         ({"modalities": ["text", "audio"]}, "modalities"),
         ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
-        ({"logprobs": True}, "logprobs"),
-        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),  # only with logprobs: true
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
         ({"presence_penalty": 1.0}, "presence_penalty"),
         ({"logit_bias": {"1": 5}}, "logit_bias"),
         ({"some_new_field": 1}, "some_new_field"),
@@ -141,6 +141,7 @@ def test_refused_parameters_are_named(fields: dict, param: str) -> None:
         body = request(**fields)
         body.refuse_unsupported()
         body.sampling()
+        body.top_logprobs_count()
     assert caught.value.status == 400 and caught.value.code == "invalid_request"
 
 
@@ -151,6 +152,7 @@ def test_honoured_parameters_pass() -> None:
     )  # fmt: skip
     body.refuse_unsupported()
     assert body.sampling() == Sampling(0.5, 0.9, 7) and request(temperature=0).sampling() is None
+    assert body.top_logprobs_count() is None and request(logprobs=True, top_logprobs=5).top_logprobs_count() == 5
 
 
 def test_messages_become_the_conversation() -> None:
