@@ -21,6 +21,8 @@ class EventLog:
 
     seen: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    # Events before this (ms, the broker's record time) belong to an earlier run: `kefu up` keeps its broker's events.
+    since_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     async def follow(self, bootstrap: str) -> None:
         consumer = AIOKafkaConsumer(
@@ -29,6 +31,8 @@ class EventLog:
         await consumer.start()
         try:
             async for record in consumer:
+                if record.timestamp < self.since_ms:
+                    continue
                 try:
                     payload = json.loads(record.value)
                 except (TypeError, ValueError):

@@ -1,9 +1,13 @@
 """The embedded single-machine stack (`kefu up`): Tansu, sidecars (Triton) and every service as supervised children.
 
-Children get their own session (Ctrl-C reaches only the supervisor, which stops them in order: services,
-sidecars, broker) and PR_SET_PDEATHSIG, so even a ``kill -9`` of the supervisor leaves no orphans. A child that
-dies is restarted with capped exponential backoff. Child output goes to ``$KEFU_HOME/logs/<name>.log``; the
-console shows endpoints and one line per lifecycle event.
+The broker keeps its events in a store of its own (``kafka-store``: SeaweedFS under ``$KEFU_HOME/broker``, see
+kefu/tansu.py) unless ``KEFU_BROKER_STORAGE=memory``; any other ``s3://`` URL there is passed to Tansu as it is, with
+the ``AWS_*`` variables of the environment.
+
+Children get their own session (Ctrl-C reaches only the supervisor, which stops them in order: services, sidecars,
+broker, its store) and PR_SET_PDEATHSIG, so even a ``kill -9`` of the supervisor leaves no orphans. A child that dies
+is restarted with capped exponential backoff. Child output goes to ``$KEFU_HOME/logs/<name>.log``; the console shows
+endpoints and one line per lifecycle event (of this run: a durable broker still holds the earlier ones).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from kefu.registry import optional_module, service_names, service_settings
-from kefu.tansu import create_topics, tansu_command, wait_port
+from kefu.tansu import BUCKET, MEMORY, create_topics, object_store, tansu_command, wait_port
 from libs.common.db import upgrade_database
 from libs.common.events import all_topic_names
 from libs.common.runtime import Sidecar
@@ -43,7 +47,7 @@ class Child:
     name: str
     argv: list[str]
     env: dict[str, str]
-    kind: str  # broker | sidecar | service
+    kind: str  # storage | broker | sidecar | service
     endpoints: list[str] = field(default_factory=list)
     health_url: str | None = None
     proc: asyncio.subprocess.Process | None = None
@@ -60,24 +64,28 @@ class Stack:
         kafka_port: int = 19092,
         only: list[str] | None = None,
         say: Callable[[str], None] = print,
+        broker_storage: str | None = None,
     ) -> None:
         self.settings = settings
         self.kafka_port = kafka_port
         self.bootstrap = f"127.0.0.1:{kafka_port}"
         self.only = only
+        self.broker_storage = broker_storage or os.environ.get("KEFU_BROKER_STORAGE") or "durable"
         self.say = say
         self.children: list[Child] = []
         self.stopping = False
         self.logs = settings.home / "logs"
         self.state_file = settings.home / "run" / "stack.json"
         self._tasks: list[asyncio.Task] = []
+        self.started_ms = int(time.time() * 1000)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         env = self._child_env()
-        broker = Child("kafka", tansu_command(self.kafka_port), env, "broker", endpoints=[self.bootstrap])
+        storage, broker_env = await self._start_broker_storage(env)
+        broker = Child("kafka", tansu_command(self.kafka_port, storage=storage), broker_env, "broker", [self.bootstrap])
         await self._launch(broker)
         await wait_port("127.0.0.1", self.kafka_port)
         await create_topics(self.bootstrap, all_topic_names())
@@ -124,7 +132,7 @@ class Stack:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for kind in ("service", "sidecar", "broker"):
+        for kind in ("service", "sidecar", "broker", "storage"):
             await asyncio.gather(*(self._terminate(c) for c in self.children if c.kind == kind))
         self._write_state()
 
@@ -154,6 +162,19 @@ class Stack:
         env.setdefault("KEFU_KAFKA_SESSION_TIMEOUT_MS", "2000")
         env.setdefault("KEFU_KAFKA_HEARTBEAT_INTERVAL_MS", "500")
         return env
+
+    async def _start_broker_storage(self, env: dict[str, str]) -> tuple[str, dict[str, str]]:
+        """Where the broker keeps its events, and the broker's environment (the store's key: not the services')."""
+        if self.broker_storage == "memory":
+            return MEMORY, env
+        if self.broker_storage != "durable":
+            return self.broker_storage, env  # the user's own S3 (or any URL Tansu takes), credentials from env
+        store = object_store(self.settings.home / "broker")
+        child = Child("kafka-store", store.command(), {**env, **store.store_env()}, "storage", [store.endpoint])
+        await self._launch(child)
+        await wait_port("127.0.0.1", store.ports["s3"], timeout=60)
+        self.say(f"kafka-store {store.endpoint} ({store.root})")
+        return f"s3://{BUCKET}/", {**env, **store.broker_env()}
 
     async def _start_sidecar(self, car: Sidecar, env: dict[str, str]) -> None:
         child = Child(car.name, car.argv, {**env, **car.env}, "sidecar", endpoints=car.endpoints)
@@ -237,7 +258,8 @@ class Stack:
         await consumer.start()
         try:
             async for record in consumer:
-                self.say(format_event(record.topic, record.value))
+                if record.timestamp >= self.started_ms:  # a durable broker still holds earlier runs' events
+                    self.say(format_event(record.topic, record.value))
         finally:
             await consumer.stop()
 

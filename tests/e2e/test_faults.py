@@ -1,9 +1,12 @@
-"""kill -9 each service in turn, mid-pipeline: the supervisor restarts it and the loop goes on.
+"""kill -9 each process in turn while it is busy: the supervisor restarts it and the loop goes on.
 
-The trainer (killed while training) and the builder (killed while building): the loop still reaches
-``deployment.live`` with exactly one ``model.trained`` and one ``engine.built`` for the dataset — the interrupted
-jobs were retried, not lost and not duplicated. Then the gateway (answers again after its restart), the feedback
-service (killed right after accepting a flag: the flag is released exactly once) and ingest (serves again)."""
+The trainer (killed while training), then the broker with its store (after ``dataset.ready``, before
+``engine.built``), then the builder (killed while building): the loop still reaches ``deployment.live`` with exactly
+one ``model.trained`` and one ``engine.built`` for the dataset — the interrupted jobs were retried, the broker's
+events kept, nothing lost or duplicated. Then the gateway (killed during 10 streamed answers: each client got a
+complete answer or an error, never a silently cut one; it answers again after its restart), the feedback service
+(killed right after accepting a flag: the flag is released exactly once) and ingest (killed holding half an upload:
+the client got an error, nothing half-stored, the same upload afterwards changes nothing)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,11 @@ from aiokafka import AIOKafkaConsumer
 
 from kefu.demo import SAMPLE
 from tests.conftest import free_port
+from tests.integration.reliability.midflight import (
+    kill_broker,
+    streams_cut_by_a_gateway_kill,
+    upload_cut_by_an_ingest_kill,
+)
 from tests.integration.test_stack import running_stack, stack_env, status
 
 pytestmark = pytest.mark.slow
@@ -142,6 +150,7 @@ def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(
 
         trainer_pid = status(env)["trainer"]["pid"]
         kill_when_logged(env, "trainer", "progress", timeout=180)
+        assert kill_broker(env) == ["kafka", "kafka-store"]  # the broker loses nothing it acknowledged
         builder_pid = status(env)["builder"]["pid"]
         kill_when_logged(env, "builder", "queued build of model", timeout=STAGE_TIMEOUT)
 
@@ -154,8 +163,11 @@ def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(
         now = status(env)
         assert now["trainer"]["pid"] != trainer_pid and now["builder"]["pid"] != builder_pid
 
-        kill(env, "gateway")
         env["KEFU_API_KEY"] = kefu(env, "keys", "create", "--role", "app")
+        questions = [json.loads(line)["question"] for line in SAMPLE.read_text(encoding="utf-8").splitlines()][:10]
+        streams = streams_cut_by_a_gateway_kill(env, env["KEFU_API_KEY"], questions)
+        print(f"gateway killed during 10 streamed answers: {streams}")
+        assert streams["truncated"] == 0 and streams["complete"] + streams["error"] == 10, streams
         last = kefu(env, "chat", "如何注册CloudMax账号？", "--max-tokens", "8", retry_for=60)
         assert last.startswith("answer_id: "), last
         answer_id = last.removeprefix("answer_id: ")
@@ -171,6 +183,16 @@ def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(
         released = ready_datasets_with_flag(f"127.0.0.1:{port}", flag.json()["flag_id"], timeout=90)
         assert len(released) == 1, released
 
-        kill(env, "ingest")
+        cards = sorted((Path(env["KEFU_HOME"]) / "datasets").glob("*/card.json"))
+        data_key = kefu(env, "keys", "create", "--role", "data")
+        assert upload_cut_by_an_ingest_kill(env, data_key, SAMPLE).startswith("error ")
         serves_again(f"http://127.0.0.1:{env['KEFU_INGEST_PORT']}/healthz")
+        with SAMPLE.open("rb") as fh:
+            again = httpx.post(
+                f"http://127.0.0.1:{env['KEFU_INGEST_PORT']}/v1/datasets",
+                headers={"Authorization": f"Bearer {data_key}"}, files={"file": (SAMPLE.name, fh)}, timeout=60,
+            )  # fmt: skip
+        assert again.status_code == 201 and again.json()["dataset_id"] == dataset_id, again.text
+        assert again.json()["published"] is False  # stored once already: no second dataset.ready
+        assert sorted((Path(env["KEFU_HOME"]) / "datasets").glob("*/card.json")) == cards
         assert all(s["state"] == "running" for s in status(env).values())

@@ -90,8 +90,8 @@ def stack(tmp_path: Path):
 def test_up_starts_broker_and_services_restarts_a_dead_child_and_stops_cleanly(stack) -> None:
     proc, env, port, lines = stack
     assert f"kafka 127.0.0.1:{port}" in lines
-    # The broker, every service, and the sidecars services bring (Triton for the builder).
-    expected = {"kafka", *service_names(), *(["triton"] if "builder" in service_names() else [])}
+    # The broker and its durable store, every service, and the sidecars services bring (Triton for the builder).
+    expected = {"kafka", "kafka-store", *service_names(), *(["triton"] if "builder" in service_names() else [])}
     before = status(env)
     assert set(before) == expected
     assert all(s["state"] == "running" and alive(s["pid"]) for s in before.values())

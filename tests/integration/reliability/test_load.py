@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from bench.streams import Timed, gateway_grpc, gateway_sse, grpc_channel, p50_ms, p99_ms
+from kefu.bench.streams import Timed, gateway_grpc, gateway_sse, grpc_channel, p50_ms, p99_ms
 from proto.kefu.gateway.v1 import chat_pb2_grpc
 from tests.integration.gateway.conftest import RunningGateway
 
