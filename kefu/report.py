@@ -1,10 +1,10 @@
 """``kefu report``: one self-contained HTML page on how the bot is doing, for a support lead's browser.
 
 Loss curves of the last training runs, evaluation metrics per model version, hand-off and flag rates per engine
-over time, and the canary decisions with their evidence. Plots are PNGs inlined as ``data:`` URIs (no file beside
-the page, no network), drawn with matplotlib's ``Figure`` API — never pyplot, whose global state is not safe in
-threads or a headless process. CJK fonts are not assumed on the machine, so plot labels are ids and English; the
-page's text is Chinese first with English beside it.
+over time, the canary decisions with their evidence, and the question-drift checks as a series. Plots are PNGs
+inlined as ``data:`` URIs (no file beside the page, no network), drawn with matplotlib's ``Figure`` API — never
+pyplot, whose global state is not safe in threads or a headless process. CJK fonts are not assumed on the machine,
+so plot labels are ids and English; the page's text is Chinese first with English beside it.
 """
 
 from __future__ import annotations
@@ -68,6 +68,19 @@ th{background:#f5f5f5;text-align:left} .muted{color:#777} img{max-width:100%;hei
 <td>{{ fmt(d.canary.handoff_rate) }} / {{ fmt(d.live.handoff_rate) }}</td>
 <td>{{ fmt(d.canary.corrections_honoured) }}</td></tr>{% endfor %}</table>
 {% else %}<p class="empty">还没有部署 · no deployments yet</p>{% endif %}</section>
+
+<section id="drift"><h2>问题漂移检查 · Question drift checks (since {{ rates.since }})</h2>
+{% if drift_png %}<img alt="drift check statistics over time" src="data:image/png;base64,{{ drift_png }}">
+<table><tr><th>checked</th><th>trigger</th><th>questions</th><th>confidence KS (p)</th><th>length KS (p)</th>
+<th>far share</th><th>verdict</th><th>top unanswered</th></tr>
+{% for c in drift[-10:]|reverse %}<tr><td>{{ c.when }}</td><td>{{ c.trigger }}</td><td>{{ c.questions }}</td>
+<td>{{ fmt(c.confidence_ks) }} ({{ "%.2g"|format(c.confidence_p) if c.confidence_p is not none else "—" }})</td>
+<td>{{ fmt(c.length_ks) }} ({{ "%.2g"|format(c.length_p) if c.length_p is not none else "—" }})</td>
+<td>{{ "%.1f%%"|format(100 * c.far_share) if c.far_share is not none else "—" }}</td>
+<td class="{{ 'state-rolled_back' if c.drifted else '' }}">{{ "; ".join(c.crossed) if c.drifted
+ else ("ok" if c.judged else "too few questions") }}</td>
+<td>{{ c.clusters[0].question if c.clusters else "—" }}</td></tr>{% endfor %}</table>
+{% else %}<p class="empty">没有漂移检查 · no drift checks (kefu drift check)</p>{% endif %}</section>
 </body></html>
 """
 )
@@ -137,12 +150,35 @@ def rates_figure(rates: dict[str, Any]) -> Figure | None:
     return fig
 
 
+def drift_figure(checks: list[dict[str, Any]]) -> Figure | None:
+    """Per check: the KS statistic of retrieval confidence and of question length, the far share, and the
+    statistic threshold; checks that crossed a threshold are ringed in red."""
+    if not checks:
+        return None
+    fig = Figure(figsize=(8, 3.6))
+    ax = fig.subplots()
+    xs = range(len(checks))
+    for key, label in (("confidence_ks", "confidence KS"), ("length_ks", "length KS"), ("far_share", "far share")):
+        ax.plot(xs, [c[key] if c[key] is not None else float("nan") for c in checks], marker="o", label=label)
+    bound = checks[-1]["thresholds"].get("min_statistic")
+    if bound is not None:
+        ax.axhline(bound, color="grey", linestyle="--", label=f"KS threshold {bound}")
+    alerts = [i for i, c in enumerate(checks) if c["drifted"]]
+    ax.scatter(alerts, [1.02] * len(alerts), color="#b00", marker="v", label="drift published")
+    ax.set(ylim=(0, 1.08), xlabel="check (UTC)", ylabel="statistic / share")
+    ax.set_xticks(list(xs), [c["when"][5:] for c in checks], rotation=30, fontsize="small")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
 def render(data: dict[str, Any]) -> str:
     """The page for collected ``data`` (see ``collect``); every plot inlined."""
     figures = {
         "loss_png": loss_figure(data["runs"]),
         "eval_png": eval_figure(data["versions"]),
         "rates_png": rates_figure(data["rates"]),
+        "drift_png": drift_figure(data["drift"]),
     }
     pngs = {name: _png(fig) if fig is not None else None for name, fig in figures.items()}
     return _TEMPLATE.render(**data, **pngs, metrics=report_data.EVAL_METRICS, fmt=_fmt)
@@ -158,6 +194,7 @@ async def collect(settings: Any, *, runs: int = 5, days: int = 30) -> dict[str, 
         versions = await report_data.model_versions(sessions)
         rates = await report_data.engine_rates(sessions, days)
         deployments = await report_data.canary_decisions(sessions)
+        drift = await report_data.drift_series(sessions, days)
     return {
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
         "home": str(settings.home),
@@ -166,6 +203,7 @@ async def collect(settings: Any, *, runs: int = 5, days: int = 30) -> dict[str, 
         "versions": versions,
         "rates": rates,
         "deployments": deployments,
+        "drift": drift,
     }
 
 

@@ -1,5 +1,6 @@
 """What ``kefu report`` shows, read from where it lives: MLflow (training runs) and the database (models, answers,
-flags, deployments). Plain dicts and lists, so the page and its plots need neither MLflow nor SQLAlchemy."""
+flags, deployments, drift checks). Plain dicts and lists, so the page and its plots need neither MLflow nor
+SQLAlchemy."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from libs.common.tables import Answer, Deployment, Flag, Model, utcnow
+from services.feedback import drift_history
 
 EVAL_METRICS = ("train_exact_match", "paraphrase_exact_match", "handoff_rate_in_scope")
 _WHEN = "%Y-%m-%d %H:%M"  # UTC, as the page says
@@ -132,3 +134,14 @@ async def canary_decisions(sessions: async_sessionmaker, limit: int = 20) -> lis
             }
         )
     return out
+
+
+async def drift_series(
+    sessions: async_sessionmaker, days: int = 30, now: datetime | None = None, limit: int = 500
+) -> list[dict[str, Any]]:
+    """Every drift check of the last ``days`` (oldest first): its KS statistics, p-values, far share, verdict."""
+    since = (now or utcnow()) - timedelta(days=days)
+    checks = await drift_history.recent(sessions, limit=limit, since=since)
+    for check in checks:
+        check["when"] = datetime.fromisoformat(check["checked_at"]).strftime(_WHEN)
+    return checks[::-1]

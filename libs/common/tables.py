@@ -30,6 +30,7 @@ deployments        gateway (rollout, shadow evidence)              gateway; feed
                                                                    the live Triton version [i]
 flags              feedback                                        feedback
 knowledge_updates  feedback (approved live corrections)            feedback; gateway: knowledge refresh [h]
+drift_checks       feedback (every drift check, with its figures)  feedback (history, scheduler); ``kefu report``
 ================== =============================================== ==============================================
 
 [a] The ledger is the journal of every event; lineage reads failures there instead of keeping its own copy.
@@ -40,7 +41,9 @@ knowledge_updates  feedback (approved live corrections)            feedback; gat
     putting the uri in the event would remove this read.
 [e] One key store for every API, so one key works wherever its role allows.
 [f] Agents flag and review the answers customers were given: the log is the gateway's, feedback never writes it
-    and keeps only the ``answer_id`` on a flag.
+    and keeps only the ``answer_id`` on a flag. A release also snapshots the serving profile (question and token
+    length percentiles, unanswered-question clusters) into the new dataset version's ``serving_profile.json``
+    (services/feedback/serving_profile.py): the trainer learns of real traffic from its dataset dir, never here.
 [g] A release is built on the dataset of the live engine, and drift is measured against the live engine.
 [h] The table is the ordered log of live corrections: ``knowledge.updated`` only wakes the gateway, which reads the
     rows it has not applied yet, and polls every second as a backstop to a missed event; a restarted gateway
@@ -301,3 +304,27 @@ class KnowledgeUpdate(Base):
     answer: Mapped[str] = mapped_column(Text)
     flag_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+
+
+class DriftCheck(Base):
+    """One question-drift check (daily job, API or CLI; services/feedback/drift_check.py): the window compared, the
+    figures (KS statistic and p-value per measure, far-question share), the thresholds in force, what crossed them,
+    the top unanswered clusters, and the ``quality.drift`` event it published, if any (owner: feedback)."""
+
+    __tablename__ = "drift_checks"
+    check_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    checked_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow, index=True)
+    trigger: Mapped[str] = mapped_column(String(16))  # schedule | api | cli | manual
+    engine_id: Mapped[str] = mapped_column(String(64))
+    dataset_id: Mapped[str] = mapped_column(String(64))
+    window_start: Mapped[datetime] = mapped_column(UtcDateTime())
+    window_end: Mapped[datetime] = mapped_column(UtcDateTime())
+    questions: Mapped[int] = mapped_column(Integer, default=0)
+    reference_questions: Mapped[int] = mapped_column(Integer, default=0)
+    figures: Mapped[dict] = mapped_column(JSON, default=dict)
+    thresholds: Mapped[dict] = mapped_column(JSON, default=dict)
+    crossed: Mapped[list] = mapped_column(JSON, default=list)
+    judged: Mapped[bool] = mapped_column(Boolean, default=True)
+    drifted: Mapped[bool] = mapped_column(Boolean, default=False)
+    clusters: Mapped[list] = mapped_column(JSON, default=list)
+    event_id: Mapped[str | None] = mapped_column(String(64))

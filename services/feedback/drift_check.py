@@ -4,12 +4,10 @@ Runs daily in the feedback service (``DriftScheduler``), on demand through ``POS
 ``kefu drift check``. Both samples are scored against the LIVE engine's dataset knowledge base, one yardstick for
 both (stored per-answer confidences came from whichever engine and live overlay answered, so they are not reused).
 
-Where a check is kept, without a migration: a crossing check's ``quality.drift`` event is staged through the outbox,
-and ``enqueue`` writes it to ``event_ledger`` in the same transaction — that row is the durable record of every
-alert. Every check, alerting or not, is also appended to ``$KEFU_HOME/drift/checks.jsonl`` after the commit (the
-history the scheduler reads to skip a check another process just ran). A ``drift_checks`` table would replace the
-file: check_id, checked_at, trigger, engine_id, dataset_id, window_start, window_end, questions,
-reference_questions, figures JSON, crossed JSON, drifted bool, event_id NULL.
+Where a check is kept: every check, alerting or not, is a ``drift_checks`` row (``drift_history``), written in the
+same transaction as a crossing check's ``quality.drift`` outbox row (``enqueue`` also journals that event in
+``event_ledger``). The scheduler reads the newest row to skip a check another process just ran; ``kefu drift
+history`` and ``kefu report`` read the series.
 """
 
 from __future__ import annotations
@@ -32,8 +30,8 @@ from libs.common.knowledge import entry_id_for, load_knowledge
 from libs.common.outbox import enqueue
 from libs.common.retrieval import Retriever
 from libs.common.tables import Answer, Deployment, Flag, utcnow
-from services.feedback import drift
-from services.feedback.errors import FeedbackError
+from services.feedback import drift, drift_history
+from services.feedback.errors import Conflict, FeedbackError
 from services.feedback.settings import Settings
 
 log = logging.getLogger("kefu.feedback.drift")
@@ -50,18 +48,6 @@ def thresholds(settings: Settings) -> drift.Thresholds:
         max_far_increase=settings.feedback_drift_max_far_increase,
         min_questions=settings.feedback_drift_min_questions,
     )
-
-
-def history_path(home: Path) -> Path:
-    return Path(home) / "drift" / "checks.jsonl"
-
-
-def last_check(home: Path) -> dict[str, Any] | None:
-    path = history_path(home)
-    if not path.is_file():
-        return None
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return json.loads(lines[-1]) if lines else None
 
 
 def training_questions(dataset_dir: Path) -> list[str]:
@@ -104,7 +90,7 @@ _cache: dict[str, Reference] = {}
 async def _reference(artifacts: ArtifactStore, dataset_id: str) -> Reference:
     if dataset_id not in _cache:
         if not artifacts.path("datasets", dataset_id).is_dir():
-            raise FeedbackError(409, "dataset_missing", f"the live engine's dataset {dataset_id} is not in the store")
+            raise Conflict("dataset_missing", f"the live engine's dataset {dataset_id} is not in the store")
         ref = await asyncio.to_thread(Reference, artifacts.path("datasets", dataset_id))
         _cache.clear()  # one live dataset at a time: keep memory flat
         _cache[dataset_id] = ref
@@ -117,7 +103,7 @@ async def _live(sessions: async_sessionmaker) -> Deployment:
             select(Deployment).where(Deployment.state == "live").order_by(Deployment.started_at.desc()).limit(1)
         )
     if live is None:
-        raise FeedbackError(409, "no_live_deployment", "no live engine: nothing to compare customers' questions with")
+        raise Conflict("no_live_deployment", "no live engine: nothing to compare customers' questions with")
     return live
 
 
@@ -201,6 +187,7 @@ async def run_check(
         "clusters": clusters,
         "event_id": None,
     }
+    event = None
     if result.drifted:
         event = QualityDrift(
             check_id=record["check_id"],
@@ -214,18 +201,13 @@ async def run_check(
             figures=result.figures,
             clusters=clusters,
         )
-        async with sessions() as session, session.begin():
-            enqueue(session, event)  # its event_ledger row is the check's durable record (see the module doc)
         record["event_id"] = event.event_id
         log.warning("question drift on %s: %s", live.engine_id, "; ".join(result.crossed))
-    await asyncio.to_thread(_append, history_path(settings.home), record)
+    async with sessions() as session, session.begin():  # the history row and the alert commit together
+        drift_history.add_check(session, record, thresholds(settings))
+        if event is not None:
+            enqueue(session, event)
     return record
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as out:
-        out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
 
 
 class DriftScheduler:
@@ -244,20 +226,18 @@ class DriftScheduler:
             self.kick()
         return record
 
-    def _due_in(self) -> float:
+    async def _due_in(self) -> float:
         interval = self.settings.feedback_drift_interval_seconds
-        last = last_check(self.settings.home)
-        if last is None:  # never checked here: a full interval from start, not a check on every (re)start
-            last = {"checked_at": self.started.isoformat()}
-        elapsed = (utcnow() - datetime.fromisoformat(last["checked_at"])).total_seconds()
-        return max(0.0, interval - elapsed)
+        # Never checked: a full interval from start, not a check on every (re)start.
+        last = await drift_history.last_checked_at(self.sessions) or self.started
+        return max(0.0, interval - (utcnow() - last).total_seconds())
 
     async def run(self) -> None:
         interval = self.settings.feedback_drift_interval_seconds
         if not interval:
             return
         while True:
-            wait = self._due_in()
+            wait = await self._due_in()
             if wait > 0:
                 await asyncio.sleep(min(wait, interval))
                 continue

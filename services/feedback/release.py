@@ -3,7 +3,8 @@
 The parent is the dataset of the newest live deployment unless one is given. Every correction released so far is
 applied again together with the newly approved ones, so a version built on a parent that predates an earlier
 release (still training, say) loses none of them. The dataset row, its ``dataset.ready`` outbox row and the flags'
-``released`` status commit in ONE transaction: a crash leaves either all of it or none.
+``released`` status commit in ONE transaction: a crash leaves either all of it or none. The new version carries
+the serving profile of the last month's traffic (``serving_profile``), which the trainer tunes the next model to.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from libs.common.artifacts import ArtifactStore
 from libs.common.tables import Answer, Deployment, Flag
 from libs.datasets.store import store_dataset
+from services.feedback import serving_profile
 from services.feedback.corrections import Correction, build_release
-from services.feedback.errors import FeedbackError
+from services.feedback.errors import Conflict, NotFound
 
 log = logging.getLogger("kefu.feedback.release")
 
@@ -83,17 +85,21 @@ async def release_corrections(
         return None
     parent = dataset_id or await live_dataset_id(sessions)
     if parent is None:
-        raise FeedbackError(409, "no_live_deployment", "no live deployment to take the dataset from; name a dataset")
+        raise Conflict("no_live_deployment", "no live deployment to take the dataset from; name a dataset")
     parent_dir = artifacts.path("datasets", parent)
     if not (parent_dir / "train.jsonl").is_file():
-        raise FeedbackError(404, "dataset_not_found", f"dataset {parent} is not in the artifact store ({parent_dir})")
+        raise NotFound("dataset_not_found", f"dataset {parent} is not in the artifact store ({parent_dir})")
     released = await _reviewed(sessions, "released")
     corrections = [Correction(f, q, a) for f, q, a in [*released, *approved]]
     flag_ids = [f for f, _, _ in approved]
+    profile = await serving_profile.collect(sessions)
 
     with tempfile.TemporaryDirectory(prefix="kefu-release-") as tmp:
         out = Path(tmp) / "dataset"
         new_id, card = await asyncio.to_thread(build_release, parent_dir, parent, corrections, flag_ids, out)
+        # Not part of the content id: the same rows are the same version, whatever the traffic was (the first
+        # release of those rows keeps its profile).
+        serving_profile.write(out, profile)
         async with sessions() as session, session.begin():
             locked = (
                 (await session.execute(select(Flag).where(Flag.flag_id.in_(flag_ids)).with_for_update()))

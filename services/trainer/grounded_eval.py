@@ -33,13 +33,16 @@ class Prepared:
     epochs: float
     budget: dict[str, Any] = field(default_factory=dict)
     originals: dict[str, list[FaqRow]] = field(default_factory=dict)  # the dataset's rows, unprompted
+    # Out-of-scope questions from real traffic (the serving profile's unanswered clusters) beside the built-in ones.
+    served_probes: list[str] = field(default_factory=list)
 
 
 def budget_epochs(config: TrainConfig, entries: int, rows: int) -> tuple[float, dict[str, Any]]:
     """Epochs over ``rows`` training rows so each of ``entries`` FAQ entries is seen ``passes_per_entry`` times,
-    within [min_examples, max_examples] rows seen in all; a fixed ``epochs`` overrides."""
-    if config.epochs is not None:
-        return config.epochs, {"rule": "fixed epochs", "epochs": config.epochs, "examples": config.epochs * rows}
+    within [min_examples, max_examples] rows seen in all; a fixed ``num_train_epochs`` overrides."""
+    if config.num_train_epochs is not None:
+        epochs = config.num_train_epochs
+        return epochs, {"rule": "fixed epochs", "epochs": epochs, "examples": epochs * rows}
     wanted = config.passes_per_entry * entries
     examples = min(max(wanted, config.min_examples), config.max_examples)
     epochs = examples / rows
@@ -89,8 +92,9 @@ def measure(
     heldout = grounding.heldout_questions(base_rows, config.seed)
     conf = {q: retriever.search(q, k).confidence for q, _ in heldout}
     probes = [retriever.search(q, k).confidence for q in grounding.OUT_OF_SCOPE_PROBES]
+    served = [retriever.search(q, k).confidence for q in prepared.served_probes]
     threshold = calibrate_threshold(
-        list(conf.values()), probes, keep=config.handoff_keep, balance=config.handoff_balance
+        list(conf.values()), probes + served, keep=config.handoff_keep, balance=config.handoff_balance
     )
     metrics: dict[str, float] = {
         "retrieval_recall_at_1": grounding.recall_at_k(heldout, retriever, 1),
@@ -99,6 +103,8 @@ def measure(
         "handoff_recall_out_of_scope": sum(c < threshold for c in probes) / len(probes),
         "handoff_rate_in_scope": sum(c < threshold for c in conf.values()) / max(1, len(conf)),
     }
+    if served:  # the built-in probes' recall above stays comparable across runs; this one is per version
+        metrics["handoff_recall_unanswered"] = sum(c < threshold for c in served) / len(served)
     samples: dict[str, Any] = {}
     sample = random.Random(config.seed).sample(heldout, min(config.paraphrase_probes, len(heldout)))
     answered = [(q, r) for q, r in sample if conf[q] >= threshold]
@@ -122,6 +128,7 @@ def measure(
             "balance": config.handoff_balance,
             "heldout_paraphrases": len(conf),
             "out_of_scope_probes": len(probes),
+            "served_unanswered_probes": len(served),
             "seed": config.seed,
         },
     }

@@ -20,7 +20,7 @@ from trl import SFTConfig, SFTTrainer
 
 from libs.common.knowledge import load_knowledge
 from libs.common.prompting import chat_template_sha256
-from services.trainer import gate, grounded_eval, outcome, tracking
+from services.trainer import gate, grounded_eval, outcome, serving_profile, tracking
 from services.trainer.config import TrainConfig
 from services.trainer.data import choose_max_length, dataset_id, read_card, read_rows, to_dataset, token_lengths
 from services.trainer.provenance import environment
@@ -59,17 +59,17 @@ def build_sft_config(
     return SFTConfig(
         output_dir=str(work / "checkpoints"),
         num_train_epochs=epochs,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.lr,
-        lr_scheduler_type=config.scheduler,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        per_device_eval_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
         warmup_steps=config.warmup_steps,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         max_length=max_length,
         completion_only_loss=True,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        train_sampling_strategy=config.train_sampling_strategy,
         # Padding-free packing: transformers rebuilds per-row causal masks from the restarting position_ids, so
         # this is exact with sdpa/eager attention too, not only with flash-attention's varlen kernels.
         packing=config.packing,
@@ -133,17 +133,24 @@ def train_model(
     if tracking_uri is not None and artifact_root is None:
         raise ValueError("artifact_root is required with tracking_uri (MLflow would write to ./mlruns otherwise)")
     ds_id = dataset_id(dataset_dir)
-    prepared = _prepare(dataset_dir, config)
+    profile = serving_profile.read(dataset_dir)  # real traffic, when a release made this version
+    prepared, probe_use = _prepare(dataset_dir, config, profile)
     tokenizer, model = _load_base(base)
     lengths = token_lengths(tokenizer, prepared.train_set + prepared.splits["eval"])
+    questions = [r.instruction for r in prepared.splits["train"]]
+    served, length_use = serving_profile.length_budget(
+        profile, lengths, questions, lambda q: len(tokenizer(q, add_special_tokens=False)["input_ids"]),
+        given=config.max_length is not None or bool(observed_lengths),
+    )  # fmt: skip
     max_length = choose_max_length(
         lengths,
-        observed=observed_lengths,
+        observed=observed_lengths or ([served] if served else None),
         override=config.max_length,
         multiple=config.length_multiple,
         limit=getattr(model.config, "max_position_embeddings", None),
     )
-    env = environment()
+    # Provenance: code, libraries, hardware, and the traffic the model was tuned for.
+    env = {**environment(), "serving_profile": serving_profile.provenance(profile, length_use, probe_use, max_length)}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     run_ctx = (
@@ -209,14 +216,20 @@ def train_model(
     )
 
 
-def _prepare(dataset_dir: Path, config: TrainConfig) -> grounded_eval.Prepared:
-    """The dataset's rows as grounded training rows, plus the splits as the gateway would prompt them."""
+def _prepare(
+    dataset_dir: Path, config: TrainConfig, profile: dict[str, Any] | None
+) -> tuple[grounded_eval.Prepared, dict[str, Any]]:
+    """The dataset's rows as grounded training rows, the splits as the gateway would prompt them, and the hand-off
+    probes from the serving profile (with the record of which clusters were used)."""
     train_rows = read_rows(dataset_dir / "train.jsonl")
     if not train_rows:
         raise ValueError(f"{dataset_dir}/train.jsonl has no rows")
     eval_rows = read_rows(dataset_dir / "eval.jsonl")
     regression_rows = read_rows(dataset_dir / "regression.jsonl")
-    return grounded_eval.prepare(train_rows, eval_rows, regression_rows, load_knowledge(dataset_dir), config)
+    knowledge = load_knowledge(dataset_dir)
+    prepared = grounded_eval.prepare(train_rows, eval_rows, regression_rows, knowledge, config)
+    prepared.served_probes, used = serving_profile.handoff_probes(profile, knowledge)
+    return prepared, used
 
 
 def _load_base(base: Path) -> tuple[Any, Any]:
@@ -243,7 +256,9 @@ def _log_inputs(
         "budget": {k: v for k, v in prepared.budget.items() if k != "augmentation"},
     }
     tags = {"git_sha": env["git_sha"], **{f"lib.{k}": v for k, v in env["libraries"].items()}}
-    tracking.log_inputs(params, read_card(dataset_dir), {**tags, **env["hardware"]}, {"budget": prepared.budget})
+    tags["kefu.serving_profile"] = env["serving_profile"].get("sha256") or "none"
+    documents = {"budget": prepared.budget, "serving_profile": env["serving_profile"]}
+    tracking.log_inputs(params, read_card(dataset_dir), {**tags, **env["hardware"]}, documents)
 
 
 def _trainer(

@@ -12,8 +12,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from typer.testing import CliRunner
 
 from kefu.cli import app
+from kefu.report_data import drift_series
 from libs.common.tables import Answer, Deployment, EventLedger, Flag
-from services.feedback.drift_check import history_path
+from services.feedback import drift_history
+from services.feedback.drift_check import DriftScheduler
 from services.feedback.settings import Settings
 from tests.integration.feedback.conftest import SAMPLE, add_key, consume, seed_live_dataset, serve
 
@@ -65,8 +67,17 @@ async def test_far_questions_publish_quality_drift(fb_settings: Settings, fb_ses
     async with fb_sessions() as session:  # the alert's durable record, committed with the outbox row
         ledger = await session.get(EventLedger, loud["event_id"])
     assert ledger is not None and ledger.topic == "quality.drift"
-    history = [json.loads(line) for line in history_path(fb_settings.home).read_text(encoding="utf-8").splitlines()]
-    assert [h["drifted"] for h in history] == [False, True]
+    # Every check is a drift_checks row, the alerting one committed with its outbox row.
+    history = await drift_history.recent(fb_sessions)
+    assert [(h["drifted"], h["event_id"]) for h in history] == [(True, loud["event_id"]), (False, None)]
+    assert history[0]["confidence_ks"] == event["figures"]["confidence"]["ks_statistic"]
+    assert history[0]["confidence_p"] < 0.01 and history[0]["thresholds"]["min_statistic"] == 0.2
+    assert history[0]["window_end"] == loud["window_end"] and history[0]["clusters"][0]["count"] == 16
+    assert history[1]["judged"] and history[1]["crossed"] == [] and history[1]["trigger"] == "api"
+    assert [c["check_id"] for c in await drift_series(fb_sessions)] == [h["check_id"] for h in history[::-1]]
+    # The scheduler counts the newest row as the last check: the next is a full interval away.
+    scheduler = DriftScheduler(fb_sessions, None, fb_settings, lambda: None)  # type: ignore[arg-type]
+    assert await scheduler._due_in() > fb_settings.feedback_drift_interval_seconds - 60
 
     # The same check from the CLI: exit 1 and a new event when it alerts (for cron and scripts).
     env = {
@@ -79,6 +90,13 @@ async def test_far_questions_publish_quality_drift(fb_settings: Settings, fb_ses
     record = json.loads(result.output.strip().splitlines()[-1])
     assert record["trigger"] == "cli" and record["drifted"]
     await consume(fb_settings.kafka_bootstrap, "quality.drift", {"event_id": record["event_id"]})
+    listed = await asyncio.to_thread(CliRunner().invoke, app, ["drift", "history", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    rows = [json.loads(line) for line in listed.output.strip().splitlines()]
+    assert [r["trigger"] for r in rows] == ["cli", "api", "api"] and rows[0]["event_id"] == record["event_id"]
+    table = await asyncio.to_thread(CliRunner().invoke, app, ["drift", "history", "--limit", "1"], env=env)
+    assert table.exit_code == 0 and "cli" in table.output and "DRIFT" in table.output, table.output
+    assert "confidence KS" in table.output and "top unanswered:" in table.output
 
 
 async def test_no_live_engine_or_dataset_is_a_409(fb_settings: Settings, fb_sessions: async_sessionmaker) -> None:

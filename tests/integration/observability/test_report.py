@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from kefu.cli import app
 from libs.common.db import make_engine, make_sessionmaker, upgrade_database
-from libs.common.tables import Answer, Deployment, Flag, Model, utcnow
+from libs.common.tables import Answer, Deployment, DriftCheck, Flag, Model, utcnow
 from services.trainer.settings import Settings as TrainerSettings
 from tests.integration.feedback.chromium import By, browser_fixture, waiting  # noqa: F401 (the fixture)
 
@@ -90,6 +90,33 @@ async def _seed(url: str) -> None:
                         evidence=evidence,
                     )
                 )
+            for day, (stat, p, crossed) in enumerate(
+                [(0.5, 1e-11, ["retrieval confidence: KS 0.500 ≥ 0.2 with p 1e-11 < 0.01"]), (0.08, 0.4, [])]
+            ):
+                session.add(
+                    DriftCheck(
+                        check_id=f"chk-{day}",
+                        checked_at=now - timedelta(days=day, hours=2),
+                        trigger="schedule",
+                        engine_id="eng-a",
+                        dataset_id="ds-1",
+                        window_start=now - timedelta(days=day + 1, hours=2),
+                        window_end=now - timedelta(days=day, hours=2),
+                        questions=120,
+                        reference_questions=79,
+                        figures={
+                            "confidence": {"ks_statistic": stat, "ks_p_value": p},
+                            "length": {"ks_statistic": 0.1, "ks_p_value": 0.3},
+                            "far_share": {"current": 0.68 if crossed else 0.2, "reference": 0.19},
+                        },
+                        thresholds={"min_statistic": 0.2, "max_p_value": 0.01},
+                        crossed=crossed,
+                        judged=True,
+                        drifted=bool(crossed),
+                        clusters=[{"question": "火星旅游签证怎么办理", "count": 16, "handed_off": 16, "flagged": 0}],
+                        event_id="evt-1" if crossed else None,
+                    )
+                )
     finally:
         await engine.dispose()
 
@@ -125,12 +152,12 @@ def test_report_renders_every_section_in_chromium(home: Path, tmp_path: Path, br
     browser.get(out.as_uri())
     waiting(browser).until(lambda d: d.execute_script("return document.readyState") == "complete")
     sections = [s.get_attribute("id") for s in browser.find_elements(By.CSS_SELECTOR, "section")]
-    assert sections == ["loss", "eval", "rates", "canary"]
+    assert sections == ["loss", "eval", "rates", "canary", "drift"]
     sizes = browser.execute_script(
         "return [...document.images].map(i => [i.closest('section').id, i.complete, i.naturalWidth, i.naturalHeight,"
         " i.getBoundingClientRect().width])"
     )
-    assert [s[0] for s in sizes] == ["loss", "eval", "rates"]
+    assert [s[0] for s in sizes] == ["loss", "eval", "rates", "drift"]
     assert all(done and w > 100 and h > 100 and shown > 100 for _, done, w, h, shown in sizes), sizes
     assert not browser.find_elements(By.CSS_SELECTOR, ".empty")
 
@@ -142,3 +169,6 @@ def test_report_renders_every_section_in_chromium(home: Path, tmp_path: Path, br
     assert "eng-a" in rates and "25.0%" in rates and "50.0%" in rates and "12.5%" in rates
     canary = browser.find_element(By.ID, "canary").text
     assert "rolled_back" in canary and "char_f1 0.61 < live 0.74" in canary and "0.610 / 0.740" in canary
+    drift = browser.find_element(By.ID, "drift").text
+    assert "retrieval confidence: KS 0.500" in drift and "0.500 (1e-11)" in drift and "68.0%" in drift
+    assert "ok" in drift and "火星旅游签证怎么办理" in drift
