@@ -107,11 +107,23 @@ def bench(
     write: Annotated[
         bool, typer.Option(help="Also write the table to docs/benchmarks.md (a tracked file: off unless asked).")
     ] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--only", help="Run only these parts (repeatable): serving, train, retrieval, demo."),
+    ] = None,
+    repeats: Annotated[int, typer.Option(min=3, help="Alternating repeats behind each training ratio's median.")] = 3,
+    doc: Annotated[
+        Path | None, typer.Option(help="File --write rewrites; default: the checkout's docs/benchmarks.md.")
+    ] = None,
 ) -> None:
-    """Measure serving and training ratios side by side on this machine (see docs/benchmarks.md)."""
-    from kefu.bench import run_bench
+    """Measure serving and training ratios side by side on this machine (see docs/benchmarks.md). Everything runs
+    in temporary folders: the checkout is left as it was unless --write."""
+    from kefu.bench.run import run_bench
 
-    run_bench(as_json, with_demo, write)
+    try:
+        run_bench(as_json, with_demo, write, only=only or (), repeats=repeats, doc=doc)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
 
 @app.command("db-upgrade")
@@ -141,10 +153,10 @@ def asyncapi(
 def report(
     out: Annotated[Path, typer.Option(help="Where to write the self-contained HTML page.")] = Path("report.html"),
     runs: Annotated[int, typer.Option(min=1, help="Training runs whose loss curves are drawn (newest).")] = 5,
-    days: Annotated[int, typer.Option(min=1, help="Days of answers for the hand-off and flag rates.")] = 30,
+    days: Annotated[int, typer.Option(min=1, help="Days of answers and drift checks shown.")] = 30,
 ) -> None:
     """Write a quality report (loss curves, evaluation per model, hand-off/flag rates per engine, canary
-    decisions) as one HTML file with its plots inlined: open it in any browser."""
+    decisions, drift checks) as one HTML file with its plots inlined: open it in any browser."""
     from kefu.report import write_report
     from services.trainer.settings import Settings as TrainerSettings  # its MLflow tracking URI
 
@@ -200,6 +212,42 @@ def drift_check(
         if record["event_id"]:
             typer.echo(f"quality.drift {record['event_id']}")
     raise typer.Exit(1 if record["event_id"] else 0)
+
+
+@drift_app.command("history")
+def drift_history(
+    limit: Annotated[int, typer.Option(min=1, help="Newest checks to list.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per check, newest first.")] = False,
+) -> None:
+    """List the newest drift checks (daily job, API and CLI alike): window, KS statistic and p-value of each
+    measure, the far-question share, whether a threshold was crossed, and the top unanswered clusters."""
+    from libs.common.db import open_database
+    from services.feedback import drift_history as history
+    from services.feedback.settings import Settings
+
+    async def run() -> list[dict]:
+        async with open_database(Settings()) as sessions:
+            return await history.recent(sessions, limit=limit)
+
+    rows = asyncio.run(run())
+    for row in rows:
+        if as_json:
+            typer.echo(json.dumps(row, ensure_ascii=False))
+            continue
+        verdict = "DRIFT" if row["drifted"] else "ok" if row["judged"] else "too few"
+
+        def ks(name: str, row: dict = row) -> str:
+            stat, p = row[f"{name}_ks"], row[f"{name}_p"]
+            return f"{name} KS {stat:.2f} p {p:.2g}" if stat is not None else f"{name} —"
+
+        far = f"far {row['far_share']:.0%}" if row["far_share"] is not None else "far —"
+        top = row["clusters"][0]["question"] if row["clusters"] else "—"
+        typer.echo(
+            f"{row['checked_at'][:16]} {row['trigger']:<8} {verdict:<7} {row['questions']:>5} q  "
+            f"{ks('confidence')}  {ks('length')}  {far}  top unanswered: {top}"
+        )
+    if not rows:
+        typer.echo("no drift checks yet (kefu drift check runs one)")
 
 
 app.add_typer(dlq_app, name="dlq")

@@ -1,8 +1,7 @@
 """API keys, shared by every service that checks them (the gateway creates them, feedback reads them too).
 
 A key is shown once, at creation; the ``api_keys`` table keeps only its SHA-256, so a database dump leaks no key.
-Roles: ``app`` (chat), ``agent`` (flag answers), ``data`` (upload datasets to ingest: an ETL job's key, which
-should not also deploy or mint keys), ``admin`` (everything, incl. deploy, rollback and keys).
+Roles and who a key is once found (``Principal``) are ``libs.common.auth``.
 """
 
 from __future__ import annotations
@@ -11,11 +10,12 @@ import hashlib
 import secrets
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from libs.common.auth import Principal, Role
 from libs.common.tables import ApiKey
 
-ROLES = ("app", "agent", "data", "admin")
+ROLES = tuple(role.value for role in Role)
 KEY_PREFIX = "kefu_"
 
 
@@ -49,3 +49,10 @@ async def create_key(
 async def find_key(session: AsyncSession, key: str) -> ApiKey | None:
     """The stored, not revoked row of a presented key, or None."""
     return await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)))
+
+
+async def find_principal(sessions: async_sessionmaker, key: str) -> Principal | None:
+    """Who a presented key is, in a session of its own (a check must not join the caller's transaction)."""
+    async with sessions() as session:
+        row = await find_key(session, key)
+    return Principal.of(row) if row is not None else None

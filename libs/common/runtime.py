@@ -1,7 +1,9 @@
 """What a service process builds once in its lifespan: DB engine, sessions, broker, outbox relay, artifact store.
 
 Each service's ``app.py`` is its composition root: it builds a ``ServiceRuntime``, registers its handlers on
-``runtime.broker`` and calls ``start()``/``stop()`` from its lifespan.
+``runtime.broker`` and calls ``start()``/``stop()`` from its lifespan. The runtime is generic over the service's
+settings class: ``ServiceRuntime.build("ingest", Settings())`` is a ``ServiceRuntime[Settings]``, so handlers and
+routes annotated with it read ``rt.settings.ingest_max_rows`` with no cast.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from faststream.kafka import KafkaBroker
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -21,6 +24,7 @@ from libs.common.outbox import run_relay
 from libs.common.settings import KefuSettings
 
 log = logging.getLogger("kefu.runtime")
+S = TypeVar("S", bound=KefuSettings)
 
 
 @dataclass
@@ -36,9 +40,9 @@ class Sidecar:
 
 
 @dataclass
-class ServiceRuntime:
+class ServiceRuntime(Generic[S]):
     name: str
-    settings: KefuSettings
+    settings: S
     engine: AsyncEngine
     sessions: async_sessionmaker
     broker: KafkaBroker
@@ -47,7 +51,7 @@ class ServiceRuntime:
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     @classmethod
-    def build(cls, name: str, settings: KefuSettings) -> ServiceRuntime:
+    def build(cls, name: str, settings: S) -> ServiceRuntime[S]:
         engine = make_engine(settings.effective_database_url)
         return cls(
             name=name,

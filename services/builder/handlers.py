@@ -39,7 +39,7 @@ BUILDS = Counter(
 )
 
 
-def register(rt: ServiceRuntime, wake: asyncio.Event) -> None:
+def register(rt: ServiceRuntime[Settings], wake: asyncio.Event) -> None:
     @rt.broker.subscriber(Topic.MODEL_TRAINED.value, **consumer_options(rt.settings, group="builder"))
     async def on_model_trained(event: ModelTrained) -> None:
         async with rt.sessions() as session, session.begin():
@@ -59,12 +59,7 @@ def register(rt: ServiceRuntime, wake: asyncio.Event) -> None:
                 return
             engine = await session.get(Engine, event.engine_id)
         if engine is not None:
-            await retire_version(settings_of(rt), engine.triton_model, engine.triton_version)
-
-
-def settings_of(rt: ServiceRuntime) -> Settings:
-    assert isinstance(rt.settings, Settings)
-    return rt.settings
+            await retire_version(rt.settings, engine.triton_model, engine.triton_version)
 
 
 async def retire_version(settings: Settings, name: str, version: int) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, exists, func, not_, or_, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from libs.common.tables import Answer, Flag
-from services.feedback.errors import FeedbackError, not_found
+from services.feedback.errors import Invalid, not_found
 
 Outcome = Literal["answered", "handed_off", "flagged"]
 OUTCOMES: tuple[str, ...] = get_args(Outcome)
@@ -106,8 +106,8 @@ def parse_bound(name: str, value: str | None, *, end: bool) -> datetime | None:
         # In UTC now: the database compares instants, and 0001-01-01T00:00+05:00 must fail here (400), not there.
         return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
     except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
-        raise FeedbackError(
-            400, "invalid_request", f"{name}: expected a date (YYYY-MM-DD) or an ISO 8601 date-time, got {value!r}"
+        raise Invalid(
+            "invalid_request", f"{name}: expected a date (YYYY-MM-DD) or an ISO 8601 date-time, got {value!r}"
         ) from None
 
 
@@ -167,7 +167,7 @@ async def search_answers(
 ) -> AnswerPage:
     """One page of answers matching ``query``, newest first, each with its newest flag (if any)."""
     if query.since and query.until and query.since >= query.until:
-        raise FeedbackError(400, "invalid_request", "since: must be before until")
+        raise Invalid("invalid_request", "since: must be before until")
     per_page = max(1, min(per_page, MAX_PER_PAGE))
     where = _conditions(query)
     listing = (

@@ -15,6 +15,7 @@ from libs.common.telemetry import configure_logging
 from services.feedback import batcher as batching
 from services.feedback import routes, web
 from services.feedback.drift_check import DriftScheduler
+from services.feedback.errors import FeedbackError
 from services.feedback.settings import Settings
 
 
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="kefu feedback", version="1", lifespan=lifespan)
     install_common(app, service="feedback")
+    app.add_exception_handler(FeedbackError, routes.domain_error)
     app.include_router(routes.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC_DIR), name="static")

@@ -22,7 +22,7 @@ log = logging.getLogger("kefu.feedback.batcher")
 
 
 class ReleaseBatcher:
-    def __init__(self, rt: ServiceRuntime, settings: Settings) -> None:
+    def __init__(self, rt: ServiceRuntime[Settings], settings: Settings) -> None:
         self.rt = rt
         self.settings = settings
         self.wake = asyncio.Event()
@@ -69,7 +69,7 @@ class ReleaseBatcher:
                     await self._attempt(min_approved=threshold)
 
 
-def register(rt: ServiceRuntime, batcher: ReleaseBatcher) -> None:
+def register(rt: ServiceRuntime[Settings], batcher: ReleaseBatcher) -> None:
     """Flags accepted by ANY replica reach the threshold check (the design's 'feedback's own batcher')."""
 
     @rt.broker.subscriber(Topic.FEEDBACK_FLAGGED.value, **consumer_options(rt.settings, group="feedback-batcher"))

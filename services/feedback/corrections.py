@@ -23,7 +23,7 @@ from libs.datasets.errors import DatasetError
 from libs.datasets.options import IngestOptions
 from libs.datasets.pipeline import PreparedDataset, dataset_id_for, prepare_dataset, write_dataset
 from libs.datasets.records import QAPair
-from services.feedback.errors import FeedbackError
+from services.feedback.errors import Unusable
 
 REGRESSION_FILE = "regression.jsonl"
 
@@ -88,7 +88,7 @@ def clean_corrections(corrections: Sequence[Correction], options: IngestOptions)
     try:
         prepared = prepare_dataset(_records(list(latest.values())), options, source="feedback corrections")
     except DatasetError as exc:
-        raise FeedbackError(422, "no_usable_corrections", f"no correction survives cleaning: {exc}") from None
+        raise Unusable("no_usable_corrections", f"no correction survives cleaning: {exc}") from None
     return [*prepared.train, *prepared.eval]
 
 
@@ -120,7 +120,7 @@ def build_release(
     try:
         prepared = prepare_dataset(_records([*kept, *fixes]), options, source=f"feedback:{parent_id}")
     except DatasetError as exc:
-        raise FeedbackError(422, "bad_release", str(exc)) from None
+        raise Unusable("bad_release", str(exc)) from None
 
     # The split hashes the question, so a corrected question may land in eval — where the model would never learn
     # it, and the next agent would flag the same answer again. Corrections always train; the regression set

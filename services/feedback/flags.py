@@ -20,7 +20,7 @@ from libs.common.events import FeedbackFlagged
 from libs.common.outbox import enqueue
 from libs.common.tables import Answer, Flag, utcnow
 from services.feedback import live
-from services.feedback.errors import FeedbackError, not_found
+from services.feedback.errors import Conflict, Invalid, not_found
 from services.feedback.metrics import FLAGS
 
 Status = Literal["open", "approved", "rejected", "released"]
@@ -103,7 +103,7 @@ async def flag_answer(
     """
     reason_text = _text(reason)
     if reason_text is None:
-        raise FeedbackError(400, "invalid_request", "reason: a flag needs a reason")
+        raise Invalid("invalid_request", "reason: a flag needs a reason")
     fix = _text(correction)
     async with sessions() as session, session.begin():
         answer = await session.get(Answer, answer_id)
@@ -151,7 +151,7 @@ async def list_flags(
 ) -> list[FlagView]:
     """Flags oldest first (a queue: the longest-waiting flag is reviewed first), optionally of one status."""
     if status is not None and status not in STATUSES:
-        raise FeedbackError(400, "invalid_request", f"status: must be one of {', '.join(STATUSES)}")
+        raise Invalid("invalid_request", f"status: must be one of {', '.join(STATUSES)}")
     query = select(Flag, Answer).outerjoin(Answer, Answer.answer_id == Flag.answer_id)
     if status is not None:
         query = query.where(Flag.status == status)
@@ -181,21 +181,19 @@ async def review_flag(
         if flag is None:
             raise not_found("flag", flag_id)
         if flag.status == "released":
-            raise FeedbackError(
-                409, "already_released", f"flag {flag_id} is already in dataset {flag.released_dataset_id}"
-            )
+            raise Conflict("already_released", f"flag {flag_id} is already in dataset {flag.released_dataset_id}")
         if action == "approve":
             final = flag.correction
             if final is None:
-                raise FeedbackError(400, "correction_required", "this flag has no correction to approve; edit it")
+                raise Invalid("correction_required", "this flag has no correction to approve; edit it")
         elif action == "edit":
             final = _text(correction)
             if final is None:
-                raise FeedbackError(400, "correction_required", "correction: an edit needs the corrected answer")
+                raise Invalid("correction_required", "correction: an edit needs the corrected answer")
         elif action == "reject":
             final = None
         else:
-            raise FeedbackError(400, "invalid_request", "action: must be approve, edit or reject")
+            raise Invalid("invalid_request", "action: must be approve, edit or reject")
         answer = await session.get(Answer, flag.answer_id)
         was_live = flag.status == "approved"
         flag.status = "rejected" if action == "reject" else "approved"

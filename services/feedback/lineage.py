@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common.events import Topic
 from libs.common.tables import Answer, Dataset, Deployment, Engine, EventLedger, Flag, Model
-from services.feedback.errors import FeedbackError
+from services.feedback.errors import NotFound
 
 MAX_ANCESTORS = 50  # parent chains are short; the cap only guards against a cycle written by hand
 
@@ -32,7 +32,7 @@ async def _resolve(session: AsyncSession, ident: str) -> tuple[str, str | None]:
         return "flag", answer.dataset_id if answer else None
     if (answer := await session.get(Answer, ident)) is not None:
         return "answer", answer.dataset_id
-    raise FeedbackError(404, "not_found", f"no dataset, model, engine, flag or answer has id {ident!r}")
+    raise NotFound("not_found", f"no dataset, model, engine, flag or answer has id {ident!r}")
 
 
 async def collect_lineage(sessions: async_sessionmaker, ident: str) -> dict[str, Any]:

@@ -13,15 +13,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from libs.common.auth import Principal
 from libs.common.http import Text
 from libs.common.tables import utcnow
 from services.feedback import answers, drift_check, flags, i18n
-from services.feedback.auth import ADMIN_ROLES, AGENT_ROLES, Principal, require
 from services.feedback.batcher import ReleaseBatcher
+from services.feedback.deps import Admin, Agent
 from services.feedback.flags import FlagView
 from services.feedback.routes import Filters, Page, agent_label
 
@@ -30,8 +31,6 @@ STATIC_DIR = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")  # autoescapes .html: flag text is user input
 templates.env.globals["t"] = i18n.translator(i18n.DEFAULT_LOCALE)  # overridden per request by _html
 router = APIRouter(include_in_schema=False)
-Agent = Annotated[Principal, Depends(require(AGENT_ROLES))]
-Admin = Annotated[Principal, Depends(require(ADMIN_ROLES))]
 PER_PAGE = 20
 CLUSTER_DAYS = 7
 

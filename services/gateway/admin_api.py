@@ -1,25 +1,28 @@
-"""Admin HTTP API (role ``admin``): API keys, deployments and rollback, request-length statistics."""
+"""Admin HTTP API (role ``admin``): API keys, deployments and rollback, request-length statistics.
+
+``rollout`` raises ``RolloutError`` (no HTTP in the domain); each route says what it answers with (409 here).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from libs.common.apikeys import ROLES, create_key
-from libs.common.http import Text
+from libs.common.http import Text, error_responses
 from libs.common.tables import Deployment
-from services.gateway.access import ADMIN
+from services.gateway.deps import Admin, GatewayDep, SessionDep
 from services.gateway.errors import GatewayError, invalid
-from services.gateway.openai_api import authorized
 from services.gateway.rollout import RolloutError, hold, promote, rollback
 from services.gateway.stats import length_stats
 
 router = APIRouter(prefix="/v1")
-Authorization = Annotated[str | None, Header(description="Bearer <admin API key>")]
+#: Every admin call: 401 without a key, 403 for a role other than admin, 429 over the key's rate limit.
+AUTH = (401, 403, 429)
 
 
 class KeyRequest(BaseModel):
@@ -37,27 +40,24 @@ class HoldRequest(BaseModel):
     reason: Text = Field(default="operator request", max_length=2000)
 
 
-@router.post("/keys", status_code=201)
-async def new_key(body: KeyRequest, request: Request, authorization: Authorization = None) -> dict[str, Any]:
+@router.post("/keys", status_code=201, responses=error_responses(*AUTH))
+async def new_key(body: KeyRequest, session: SessionDep, _admin: Admin) -> dict[str, Any]:
     """Create an API key; the key itself is in this response only (the database keeps its hash)."""
-    gw, _admin = await authorized(request, authorization, ADMIN)
     if body.role not in ROLES:
         raise invalid(f"role must be one of {', '.join(ROLES)}")
-    async with gw.runtime.sessions() as session, session.begin():
+    async with session.begin():
         key_id, key = await create_key(
             session, body.role, name=body.name, rate_limit_per_minute=body.rate_limit_per_minute
         )
     return {"key_id": key_id, "key": key, "role": body.role, "name": body.name}
 
 
-@router.get("/deployments")
+@router.get("/deployments", responses=error_responses(*AUTH))
 async def deployments(
-    request: Request, authorization: Authorization = None, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    session: SessionDep, _admin: Admin, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> dict[str, Any]:
     """Recent deployments, newest first: which engine is live, which is the canary, what was rolled back."""
-    gw, _admin = await authorized(request, authorization, ADMIN)
-    async with gw.runtime.sessions() as session:
-        rows = (await session.scalars(select(Deployment).order_by(Deployment.id.desc()).limit(limit))).all()
+    rows = (await session.scalars(select(Deployment).order_by(Deployment.id.desc()).limit(limit))).all()
     fields = (
         "engine_id",
         "model_id",
@@ -78,12 +78,14 @@ async def deployments(
     return {"deployments": [{f: getattr(r, f) for f in fields} for r in rows]}
 
 
-@router.post("/deployments/rollback")
-async def roll_back(body: ReasonRequest, request: Request, authorization: Authorization = None) -> dict[str, Any]:
+@router.post(
+    "/deployments/rollback",
+    responses=error_responses(*AUTH, (409, "cannot_roll_back: no canary, and no previous engine to put back")),
+)
+async def roll_back(body: ReasonRequest, gw: GatewayDep, session: SessionDep, principal: Admin) -> dict[str, Any]:
     """Drop the canary, or put the previous engine back if there is no canary (409 if neither is possible)."""
-    gw, principal = await authorized(request, authorization, ADMIN)
     try:
-        async with gw.runtime.sessions() as session, session.begin():
+        async with session.begin():
             event = await rollback(session, f"{body.reason} (key {principal.key_id})", gw.is_ready)
     except RolloutError as exc:
         raise GatewayError(409, "cannot_roll_back", str(exc)) from None
@@ -92,12 +94,11 @@ async def roll_back(body: ReasonRequest, request: Request, authorization: Author
     return event.model_dump(mode="json")
 
 
-@router.post("/deployments/promote")
-async def promote_canary(body: ReasonRequest, request: Request, authorization: Authorization = None) -> dict[str, Any]:
+@router.post("/deployments/promote", responses=error_responses(*AUTH, (409, "cannot_promote: there is no canary")))
+async def promote_canary(body: ReasonRequest, gw: GatewayDep, session: SessionDep, principal: Admin) -> dict[str, Any]:
     """Promote the canary now, whatever its evidence says (409 if there is no canary)."""
-    gw, principal = await authorized(request, authorization, ADMIN)
     try:
-        async with gw.runtime.sessions() as session, session.begin():
+        async with session.begin():
             event = await promote(session, f"{body.reason} (key {principal.key_id})")
     except RolloutError as exc:
         raise GatewayError(409, "cannot_promote", str(exc)) from None
@@ -106,25 +107,22 @@ async def promote_canary(body: ReasonRequest, request: Request, authorization: A
     return event.model_dump(mode="json")
 
 
-@router.post("/deployments/hold")
-async def hold_canary(body: HoldRequest, request: Request, authorization: Authorization = None) -> dict[str, Any]:
+@router.post("/deployments/hold", responses=error_responses(*AUTH, (409, "cannot_hold: there is no canary")))
+async def hold_canary(body: HoldRequest, session: SessionDep, principal: Admin) -> dict[str, Any]:
     """Hold the canary at its share (no automatic verdict) or release the hold (409 if there is no canary)."""
-    gw, principal = await authorized(request, authorization, ADMIN)
     try:
-        async with gw.runtime.sessions() as session, session.begin():
+        async with session.begin():
             dep = await hold(session, body.hold, f"{body.reason} (key {principal.key_id})")
             return {"engine_id": dep.engine_id, "held": dep.held, "reason": dep.reason}
     except RolloutError as exc:
         raise GatewayError(409, "cannot_hold", str(exc)) from None
 
 
-@router.get("/stats/lengths")
+@router.get("/stats/lengths", responses=error_responses(*AUTH))
 async def lengths(
-    request: Request,
-    authorization: Authorization = None,
+    session: SessionDep,
+    _admin: Admin,
     since: Annotated[datetime | None, Query(description="Only answers from this time on (ISO 8601).")] = None,
 ) -> dict[str, Any]:
     """Prompt / completion / prompt+completion token lengths of answered requests, to choose max_length from."""
-    gw, _admin = await authorized(request, authorization, ADMIN)
-    async with gw.runtime.sessions() as session:
-        return await length_stats(session, since=since)
+    return await length_stats(session, since=since)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from libs.common.auth import AuthError, Unauthenticated
 from libs.common.http import ApiError
 
 _GRPC_BY_HTTP = {
@@ -31,8 +32,11 @@ def unauthenticated(message: str = "missing or unknown API key") -> GatewayError
     return GatewayError(401, "unauthenticated", message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def forbidden(role: str, needed: frozenset[str]) -> GatewayError:
-    return GatewayError(403, "forbidden", f"role {role!r} may not do this (needs {' or '.join(sorted(needed))})")
+def from_auth(exc: AuthError) -> GatewayError:
+    """The key check's refusal (``libs.common.auth``) as 401/403, which gRPC answers too."""
+    if isinstance(exc, Unauthenticated):
+        return unauthenticated(str(exc))
+    return GatewayError(403, "forbidden", str(exc))
 
 
 def rate_limited(retry_after: float) -> GatewayError:

@@ -7,14 +7,13 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 
-from libs.common.http import ApiError
-from libs.common.runtime import ServiceRuntime
+from libs.common.http import ApiError, error_responses
 from libs.datasets.options import IngestOptions
 from libs.datasets.pipeline import prepare_dataset, write_dataset
 from libs.datasets.store import store_dataset
-from services.ingest.auth import require_uploader
+from services.ingest.deps import RuntimeDep, SessionDep, SettingsDep, Uploader
 from services.ingest.errors import IngestError, LimitExceeded
 from services.ingest.settings import Settings
 from services.ingest.sources import read_records
@@ -43,10 +42,22 @@ def _prepare(
     return write_dataset(prepared, out), prepared.card
 
 
-@router.post("/datasets", status_code=201)
+@router.post(
+    "/datasets",
+    status_code=201,
+    responses=error_responses(
+        (400, "Not a readable Q-A dataset, or a bad format/options field"),
+        401,
+        403,
+        (413, "Upload, or its rows, over a limit (too_large, too_many_rows)"),
+        (422, "The SQLite query ran past its time limit (query_timeout)"),
+    ),
+)
 async def upload_dataset(
-    request: Request,
-    _key_id: Annotated[str, Depends(require_uploader)],
+    rt: RuntimeDep,
+    settings: SettingsDep,
+    session: SessionDep,
+    _uploader: Uploader,
     file: Annotated[UploadFile, File(description="A .json, .jsonl, .csv or SQLite file of Q-A pairs.")],
     format: Annotated[str | None, Form(description="json|jsonl|csv|sqlite; default: by file name.")] = None,
     query: Annotated[str | None, Form(description="One SELECT for a SQLite upload.")] = None,
@@ -57,8 +68,6 @@ async def upload_dataset(
     Needs a ``data`` or ``admin`` key. Limits: ``KEFU_INGEST_MAX_UPLOAD_BYTES`` (413 ``too_large``),
     ``KEFU_INGEST_MAX_ROWS`` (413 ``too_many_rows``), ``KEFU_INGEST_QUERY_TIMEOUT_SECONDS`` (422 ``query_timeout``).
     """
-    rt: ServiceRuntime = request.app.state.runtime
-    settings: Settings = rt.settings  # type: ignore[assignment]
     limit = settings.ingest_max_upload_bytes
     data = await file.read(limit + 1)
     if len(data) > limit:
@@ -81,7 +90,7 @@ async def upload_dataset(
             raise ApiError(status, code, f"{_relative(exc, tmp)} ({setting})") from None
         except IngestError as exc:
             raise ApiError(400, "bad_dataset", _relative(exc, tmp)) from None
-        async with rt.sessions() as session, session.begin():
+        async with session.begin():
             event = await store_dataset(session, rt.artifacts, out, dataset_id, card, name)
     rt.kick_outbox()
     return {"dataset_id": dataset_id, "published": event is not None, "card": card}

@@ -55,13 +55,22 @@ def register(app: typer.Typer) -> None:
         ] = None,
         config: Annotated[Path | None, typer.Option("--config", exists=True, help="YAML hyperparameters.")] = None,
         lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA (merged on export) or full.")] = None,
-        epochs: Annotated[
+        # Flags named as the config keys (TRL's SFTConfig names); the short ones used before still work.
+        num_train_epochs: Annotated[
             float | None,
-            typer.Option(help="Fixed epochs; default: the budget (each entry seen passes_per_entry times)."),
+            typer.Option(
+                "--num-train-epochs",
+                "--epochs",
+                help="Fixed epochs; default: the budget (each entry seen passes_per_entry times).",
+            ),
         ] = None,
-        lr: Annotated[float | None, typer.Option()] = None,
-        batch_size: Annotated[int | None, typer.Option()] = None,
-        grad_accum: Annotated[int | None, typer.Option()] = None,
+        learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr")] = None,
+        per_device_train_batch_size: Annotated[
+            int | None, typer.Option("--per-device-train-batch-size", "--batch-size")
+        ] = None,
+        gradient_accumulation_steps: Annotated[
+            int | None, typer.Option("--gradient-accumulation-steps", "--grad-accum")
+        ] = None,
         warmup_steps: Annotated[int | None, typer.Option()] = None,
         max_length: Annotated[int | None, typer.Option(help="Default: from the data's p99 token length.")] = None,
         seed: Annotated[int | None, typer.Option()] = None,
@@ -84,10 +93,10 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
         cfg = cfg.with_overrides(
             lora=lora,
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            grad_accum=grad_accum,
+            num_train_epochs=num_train_epochs,
+            learning_rate=learning_rate,
+            per_device_train_batch_size=per_device_train_batch_size,
+            gradient_accumulation_steps=gradient_accumulation_steps,
             warmup_steps=warmup_steps,
             max_length=max_length,
             seed=seed,

@@ -1,8 +1,15 @@
-"""Training hyperparameters: defaults that worked for the tiny offline base, overridable from YAML and the CLI."""
+"""Training hyperparameters: defaults that worked for the tiny offline base, overridable from YAML and the CLI.
+
+A knob that TRL's ``SFTConfig`` (or ``TrainingArguments`` under it) also has carries its name there
+(``learning_rate``, ``num_train_epochs``, ``per_device_train_batch_size`` …), so a config reads the same as TRL's
+documentation. The names used before still load, with a ``DeprecationWarning`` naming the new key (``RENAMED``).
+"""
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,13 +28,52 @@ DEFAULT_GATE_MIN: dict[str, float | None] = {
 # Calibration keeps ~97% of held-out paraphrases answered; handing off more means retrieval/threshold broke.
 DEFAULT_GATE_MAX: dict[str, float | None] = {"handoff_rate_in_scope": 0.1}
 
+#: Old key -> its SFTConfig name. ``group_by_length`` (a bool) became ``train_sampling_strategy``, as in
+#: transformers 5; ``SAMPLING`` translates its values.
+RENAMED: dict[str, str] = {
+    "epochs": "num_train_epochs",
+    "batch_size": "per_device_train_batch_size",
+    "grad_accum": "gradient_accumulation_steps",
+    "lr": "learning_rate",
+    "scheduler": "lr_scheduler_type",
+    "group_by_length": "train_sampling_strategy",
+}
+SAMPLING = {True: "group_by_length", False: "random"}
+
+
+class RenamedKey(DeprecationWarning):
+    """An old training-config key was used."""
+
+
+# Python hides DeprecationWarning outside __main__, but this one is for whoever wrote the YAML (kefu train/tune, the
+# trainer service's KEFU_TRAINER_CONFIG): show it once per place, whatever module loaded the file.
+warnings.simplefilter("default", RenamedKey)
+
+
+def upgrade_keys(data: Mapping[str, Any], *, where: str = "training config") -> dict[str, Any]:
+    """``data`` with the old key names replaced by the new, warning once per old key found.
+
+    Both spellings of one knob is an error rather than a silent pick: a YAML edited halfway would otherwise train
+    with whichever value won."""
+    out = dict(data)
+    for old, new in RENAMED.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ValueError(f"{where}: both '{old}' and '{new}' are given; keep only '{new}'")
+        value = out.pop(old)
+        out[new] = SAMPLING.get(value, value) if old == "group_by_length" and isinstance(value, bool) else value
+        # stacklevel 4: the warning points past pydantic's validator machinery at whoever passed the mapping
+        warnings.warn(f"{where}: '{old}' is deprecated, use '{new}'", RenamedKey, stacklevel=4)
+    return out
+
 
 class TrainConfig(BaseModel):
     """Every knob of a training run; the whole object is recorded with the model and in MLflow."""
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: float | None = Field(
+    num_train_epochs: float | None = Field(
         default=None, gt=0, description="Fixed epochs over the (augmented) rows; None: the budget below decides."
     )
     # The budget: each FAQ entry is seen ``passes_per_entry`` times (as itself or a rewrite), with a floor for
@@ -37,18 +83,20 @@ class TrainConfig(BaseModel):
     )
     min_examples: int = Field(default=2400, ge=1, description="Floor of rows seen in training, whatever the size.")
     max_examples: int = Field(default=400_000, ge=1, description="Cap of rows seen in training.")
-    batch_size: int = Field(default=8, ge=1)
-    grad_accum: int = Field(default=1, ge=1, description="Gradient accumulation steps.")
-    lr: float = Field(
+    per_device_train_batch_size: int = Field(default=8, ge=1, description="Also the evaluation batch size.")
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    learning_rate: float = Field(
         default=1e-3, gt=0, description="Random init needs ~1e-3 (1.5e-3 diverged on a retrain); ~2e-4 for LoRA."
     )
-    scheduler: Literal["cosine", "linear", "constant_with_warmup", "cosine_with_restarts"] = "cosine"
+    lr_scheduler_type: Literal["cosine", "linear", "constant_with_warmup", "cosine_with_restarts"] = "cosine"
     warmup_steps: int = Field(default=10, ge=0)
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, gt=0)
     max_length: int | None = Field(default=None, ge=16, description="None: multiple of 64 covering p99 lengths.")
     length_multiple: int = Field(default=64, ge=1)
-    group_by_length: bool = Field(default=True, description="Length-grouped batches (when not packing).")
+    train_sampling_strategy: Literal["group_by_length", "random"] = Field(
+        default="group_by_length", description="Length-grouped batches pad least when not packing."
+    )
     packing: bool = Field(
         default=True,
         description="Pack rows padding-free into max_length sequences (TRL BFD); rows never attend to each other.",
@@ -105,6 +153,11 @@ class TrainConfig(BaseModel):
     registered_model_name: str = "kefu-faq"
     experiment_name: str = "kefu-trainer"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        return upgrade_keys(data) if isinstance(data, Mapping) else data
+
     @field_validator("gate_min", "gate_max", mode="before")
     @classmethod
     def _merge_gate_defaults(cls, value: Any, info: Any) -> Any:
@@ -135,7 +188,7 @@ class TrainConfig(BaseModel):
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of hyperparameters, got {type(data).__name__}")
-        return cls.model_validate(data)
+        return cls.model_validate(upgrade_keys(data, where=str(path)))
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:
         """Copy with the given fields replaced; ``None`` means 'not given on the command line' and is skipped."""

@@ -24,11 +24,11 @@ import optuna
 import yaml
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from transformers import TrainerCallback
 
 from services.trainer import tracking
-from services.trainer.config import TrainConfig
+from services.trainer.config import TrainConfig, upgrade_keys
 from services.trainer.data import dataset_id
 from services.trainer.sft import train_model
 
@@ -40,18 +40,26 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 class SearchSpace(BaseModel):
     """Ranges searched (the defaults suit the tiny base; a real base wants a lower lr range)."""
 
-    lr: tuple[float, float] = (2e-4, 3e-3)
+    learning_rate: tuple[float, float] = (2e-4, 3e-3)
     passes_per_entry: tuple[int, int] = Field(default=(10, 60), description="The budget: rows seen per FAQ entry.")
-    batch_size: list[int] = Field(default_factory=lambda: [4, 8, 16])
+    per_device_train_batch_size: list[int] = Field(default_factory=lambda: [4, 8, 16])
     lora_r: list[int] = Field(default_factory=lambda: [8, 16, 32], description="Searched only for LoRA runs.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        # The same renames as TrainConfig's: a space YAML keeps its 'lr' / 'batch_size' with a warning.
+        return upgrade_keys(data, where="search space") if isinstance(data, dict) else data
 
 
 def suggest(trial: optuna.Trial, base: TrainConfig, space: SearchSpace) -> TrainConfig:
-    """The trial's configuration: ``base`` with the searched values."""
+    """The trial's configuration: ``base`` with the searched values (trial parameters are named as config keys)."""
     values: dict[str, Any] = {
-        "lr": trial.suggest_float("lr", *space.lr, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", *space.learning_rate, log=True),
         "passes_per_entry": trial.suggest_int("passes_per_entry", *space.passes_per_entry),
-        "batch_size": trial.suggest_categorical("batch_size", space.batch_size),
+        "per_device_train_batch_size": trial.suggest_categorical(
+            "per_device_train_batch_size", space.per_device_train_batch_size
+        ),
     }
     if base.lora:
         values["lora_r"] = trial.suggest_categorical("lora_r", space.lora_r)
@@ -181,7 +189,10 @@ def _summary(metrics: dict[str, float]) -> str:
 
 def _write_best(study: optuna.Study, base_config: TrainConfig, out: Path) -> Path:
     """The best trial's configuration as YAML for ``kefu train --config`` (the base config plus the found values)."""
-    best = TrainConfig.model_validate({**base_config.model_dump(), **study.best_params})
+    # A study begun before the renames has its parameters under the old names ('lr'): read them as the new ones.
+    best = TrainConfig.model_validate(
+        {**base_config.model_dump(), **upgrade_keys(study.best_params, where=study.study_name)}
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     trial = study.best_trial
     header = f"# kefu tune: best of study {study.study_name} (trial {trial.number}, {study.best_value:.4f})\n"

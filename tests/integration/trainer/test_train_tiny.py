@@ -93,7 +93,7 @@ def test_model_dir_is_complete_and_content_addressed(trained: dict[str, Any]) ->
             (weights_and_tokenizer / p.name).write_bytes(p.read_bytes())
     assert manifest["model_id"] == f"sha-{tree_sha256(weights_and_tokenizer)[:16]}"
     assert manifest["dataset_id"] == "fixture-cloudmax-v1"
-    assert manifest["config"]["epochs"] is None and manifest["max_length"] == trained["metrics"]["max_length"]
+    assert manifest["config"]["num_train_epochs"] is None and manifest["max_length"] == trained["metrics"]["max_length"]
     # The budget is rows seen, with the floor for small FAQs; 45 rows x 3 questions each (2 rewrites).
     budget = manifest["budget"]
     assert budget["examples"] == 2400 and budget["floor_applied"] and budget["rows"] == 135
@@ -137,7 +137,8 @@ def test_mlflow_run_is_tracked_and_registered(trained: dict[str, Any]) -> None:
 
     client = MlflowClient(tracking_uri=f"sqlite:///{(trained['home'] / 'mlflow.db').resolve()}")
     run = client.get_run(trained["manifest"]["run_id"])
-    assert run.data.params["kefu.lr"] == "0.001" and run.data.params["kefu.dataset_id"] == "fixture-cloudmax-v1"
+    assert run.data.params["kefu.learning_rate"] == "0.001"
+    assert run.data.params["kefu.dataset_id"] == "fixture-cloudmax-v1"
     assert run.data.params["learning_rate"] == "0.001"  # TRL's own MLflow callback
     assert run.data.metrics["train_exact_match"] == trained["metrics"]["train_exact_match"]
     assert run.data.tags["kefu.gate"] == "passed"
@@ -159,7 +160,7 @@ def test_lora_run_exports_a_merged_model(tmp_path: Path) -> None:
     from services.trainer.sft import train_model
 
     base = resolve_base_model(None, tmp_path / "base-models")
-    config = TrainConfig(lora=True, epochs=1, lora_r=4, gen_max_new_tokens=8)
+    config = TrainConfig(lora=True, num_train_epochs=1, lora_r=4, gen_max_new_tokens=8)
     # One epoch misses the quality gate; keep_failed still writes the export this test inspects.
     result = train_model(
         FIXTURE_DATASET, tmp_path / "lora", config, base=base, tracking_uri=None, artifact_root=None, keep_failed=True

@@ -39,7 +39,10 @@ def run_tune(home: Path, trials: int) -> str:
     )  # fmt: skip
     space = home / "space.yaml"
     space.write_text(
-        yaml.safe_dump({"lr": [5e-4, 3e-3], "passes_per_entry": [1, 3], "batch_size": [8, 16]}), encoding="utf-8"
+        yaml.safe_dump(
+            {"learning_rate": [5e-4, 3e-3], "passes_per_entry": [1, 3], "per_device_train_batch_size": [8, 16]}
+        ),
+        encoding="utf-8",
     )
     result = CliRunner().invoke(
         app,
@@ -57,7 +60,8 @@ def test_a_study_searches_tracks_writes_the_best_config_and_resumes(tmp_path: Pa
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.load_study(study_name=STUDY, storage=storage)
     finished = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
-    assert len(finished) == 3 and len({t.params["lr"] for t in finished}) == 3  # three different configurations
+    # three different configurations
+    assert len(finished) == 3 and len({t.params["learning_rate"] for t in finished}) == 3
     complete = [t for t in finished if t.state == TrialState.COMPLETE]
     # The objective is the held-out paraphrase score of the trained model (not its loss), as measured by the run.
     assert complete and all(t.value == objective_value(t.user_attrs["metrics"]) for t in complete)
@@ -65,7 +69,8 @@ def test_a_study_searches_tracks_writes_the_best_config_and_resumes(tmp_path: Pa
     assert study.best_value == max(t.value for t in complete) and study.best_value > 0  # some answer text was learnt
 
     best = TrainConfig.from_yaml(tmp_path / "best.yaml")
-    assert best.lr == pytest.approx(study.best_params["lr"]) and best.batch_size == study.best_params["batch_size"]
+    assert best.learning_rate == pytest.approx(study.best_params["learning_rate"])
+    assert best.per_device_train_batch_size == study.best_params["per_device_train_batch_size"]
     assert best.passes_per_entry == study.best_params["passes_per_entry"] and best.min_examples == 16
 
     client = MlflowClient(tracking_uri=f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}")

@@ -8,7 +8,8 @@ import pytest
 from starlette.requests import Request
 
 from libs.common.apikeys import hash_key
-from services.feedback.auth import Principal, presented_key
+from libs.common.auth import Principal
+from libs.common.deps import presented_key
 from services.feedback.flags import FlagView
 from services.feedback.lineage import format_lineage
 from services.feedback.routes import agent_label

@@ -83,7 +83,7 @@ def test_yaml_overrides_one_threshold_keeps_the_others_and_null_switches_one_off
     metrics = {**GOOD, "regression_exact_match": 0.0, "paraphrase_exact_match": 0.35, "eval_char_f1": 0.1}
     assert check(metrics, cfg) == ["eval_char_f1 0.10 < 0.20"]
     # The config round-trips (the CLI's overrides re-validate a dump) without resurrecting a switched-off bound.
-    assert cfg.with_overrides(lr=5e-4).gate_min == cfg.gate_min
+    assert cfg.with_overrides(learning_rate=5e-4).gate_min == cfg.gate_min
 
 
 @pytest.mark.parametrize(

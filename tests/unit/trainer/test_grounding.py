@@ -111,7 +111,7 @@ def test_budget_has_a_floor_for_small_faqs_and_a_cap_for_large() -> None:
     assert not large["floor_applied"] and large["examples"] == 5000 * config.passes_per_entry
     _, capped = budget_epochs(config.with_overrides(max_examples=10_000), entries=5000, rows=15000)
     assert capped["cap_applied"] and capped["examples"] == 10_000
-    fixed, rule = budget_epochs(config.with_overrides(epochs=3), entries=15, rows=45)
+    fixed, rule = budget_epochs(config.with_overrides(num_train_epochs=3), entries=15, rows=45)
     assert fixed == 3 and rule["rule"] == "fixed epochs"
 
 

@@ -1,10 +1,8 @@
-"""`kefu bench`: side-by-side throughput/latency ratios of the serving and training paths, on this machine.
-
-The environment is the real one, built from the same pieces the services and tests use: the tiny offline base
-(``build_offline_base``), one fp32 engine (``services.builder.build``) in a temp ``KEFU_HOME``, the
-tritonserver binary (``triton_command``), Tansu and the gateway as its own process (``kefu serve gateway``, so
-the client's event loop never shares a GIL with the server it measures). Only ratios of numbers taken in one run
-are meaningful: the absolute tok/s of a shared 2-core box drift by tens of percent from minute to minute.
+"""The serving environment the decode and gateway benchmarks measure, built from the pieces the services and tests
+use: the tiny offline base (``build_offline_base``), one fp32 engine (``services.builder.build``) in a temp
+``KEFU_HOME``, the tritonserver binary (``triton_command``), Tansu and the gateway as its own process (``kefu serve
+gateway``, so the client's event loop never shares a GIL with the server it measures). Everything lives in a
+temporary directory and on free 127.0.0.1 ports, and is torn down on exit: a run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -21,41 +18,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = REPO_ROOT / "data" / "sample" / "cloudmax_faq.jsonl"
-DOC = REPO_ROOT / "docs" / "benchmarks.md"
-NOTES_HEADING = "## What the numbers say"
-MODEL_NAME = "kefu-chat"
-#: Random weights never emit the stop token: every answer runs to exactly this budget, so runs compare equal work.
-MAX_TOKENS = 64
-
-#: name → (goal, "≥" or "≤", what it compares)
-GOALS: dict[str, tuple[float | None, str, str]] = {
-    "engine_vs_hf_decode": (3.0, "≥", "Triton engine decode tok/s ÷ in-process HF generate, batch 1"),
-    "gateway_vs_triton_stream": (0.9, "≥", "tok/s through the gateway (gRPC) ÷ direct Triton stream"),
-    "gateway_http_vs_triton_stream": (0.9, "≥", "tok/s through the gateway (OpenAI SSE) ÷ direct Triton stream"),
-    "gateway_ttft_overhead_ms_p50": (3.0, "≤", "gateway TTFT p50 − Triton TTFT p50 (gRPC), ms"),
-    "concurrency16_vs_1": (4.0, "≥", "aggregate tok/s, 16 concurrent streams ÷ 1 (through the gateway)"),
-    "packed_vs_padded_train": (
-        1.5,
-        "≥",
-        "SFT tok/s, rows packed padding-free ÷ padded to max_length (long-tailed FAQ mix)",
-    ),
-    "retrieval_ms_p99_10k": (2.0, "≤", "top-2 retrieval for one question, 10,000-entry knowledge base, one core, ms"),
-    "pipeline_seconds": (120.0, "≤", "dataset.ready → deployment.live in `kefu demo` (--with-demo)"),
-}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from kefu.bench import MAX_TOKENS, MODEL_NAME, free_port, sample_rows
 
 
 @dataclass(frozen=True)
@@ -70,12 +36,11 @@ class BenchEnv:
 
 
 def sample_questions() -> list[str]:
-    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r["question"] for r in rows]
+    return [r["question"] for r in sample_rows()]
 
 
 def _write_dataset(path: Path) -> Path:
-    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = sample_rows()
     path.mkdir(parents=True, exist_ok=True)
     as_rows = [{"instruction": r["question"], "input": "", "output": r["answer"]} for r in rows]
     for name, part in (("eval.jsonl", as_rows[:4]), ("train.jsonl", as_rows[4:12])):
@@ -217,90 +182,3 @@ async def _load(triton_url: str) -> None:
         await client.load_model(MODEL_NAME)
     finally:
         await client.close()
-
-
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on: they mean nothing without it."""
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
-        platform.processor() or "unknown",
-    )
-    mem_kb = next(
-        (int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")), 0
-    )
-    return {"nproc": os.cpu_count(), "cpu": model, "memory_gib": round(mem_kb / 2**20, 1), "os": platform.platform()}
-
-
-def demo_pipeline_seconds(say: Callable[[str], None]) -> float | None:
-    """``pipeline_seconds`` of a full ``kefu demo --json`` run (minutes), in its own temp home and ports."""
-    with tempfile.TemporaryDirectory(prefix="kefu-bench-demo-") as tmp:
-        env = {**os.environ, "KEFU_HOME": tmp}
-        argv = [sys.executable, "-m", "kefu", "demo", "--json", "--kafka-port", str(free_port()), "--home", tmp]
-        say("bench: running `kefu demo --json` for pipeline_seconds")
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
-        if proc.returncode != 0:
-            say(f"bench: demo failed ({proc.returncode}): {proc.stdout[-500:]}{proc.stderr[-500:]}")
-            return None
-        return json.loads(proc.stdout.strip().splitlines()[-1]).get("pipeline_seconds")
-
-
-async def run_all(with_demo: bool, say: Callable[[str], None]) -> dict[str, Any]:
-    from bench import decode, gateway, retrieval, train
-
-    results: dict[str, Any] = {}
-    async with bench_environment(say=say) as env:
-        results.update(await decode.measure(env, say))
-        results.update(await gateway.measure(env, say))
-    results.update(await asyncio.to_thread(train.measure, say))
-    results.update(await asyncio.to_thread(retrieval.measure, say))
-    results["pipeline_seconds"] = demo_pipeline_seconds(say) if with_demo else None
-    return results
-
-
-def table(results: dict[str, Any]) -> list[str]:
-    rows = ["| metric | value | goal | met | what |", "|---|---|---|---|---|"]
-    for name, (goal, op, what) in GOALS.items():
-        value = results.get(name)
-        ok = value is not None and goal is not None and (value >= goal if op == "≥" else value <= goal)
-        met = "-" if goal is None or value is None else ("yes" if ok else "NO")
-        shown = "null" if value is None else f"{value:.2f}"
-        rows.append(f"| `{name}` | {shown} | {f'{op} {goal:g}' if goal is not None else '-'} | {met} | {what} |")
-    details = {k: v for k, v in results.items() if k not in GOALS}
-    rows += ["", "| raw measurement | value |", "|---|---|"]
-    rows += [f"| `{k}` | {v:.2f} |" if isinstance(v, float) else f"| `{k}` | {v} |" for k, v in details.items()]
-    return rows
-
-
-def write_doc(results: dict[str, Any], host: dict[str, Any], path: Path = DOC) -> None:
-    lines = [
-        "# Benchmarks",
-        "",
-        "Generated by `kefu bench` (ratios of numbers measured side by side in one run; absolute tok/s on a shared",
-        "machine drift, ratios much less). Model: the tiny offline Llama base (4 layers, hidden 256), fp32 ONNX",
-        f"engine, greedy, {MAX_TOKENS} new tokens per answer (random weights never stop early).",
-        "",
-        f"Measured {time.strftime('%Y-%m-%d %H:%M %Z')} on: nproc={host['nproc']}, CPU {host['cpu']},",
-        f"{host['memory_gib']} GiB memory, {host['os']}.",
-        "",
-        *table(results),
-        "",
-    ]
-    # The hand-written analysis below the table survives regeneration.
-    old = path.read_text(encoding="utf-8") if path.exists() else ""
-    notes = old[old.index(NOTES_HEADING) :] if NOTES_HEADING in old else ""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + ("\n" + notes if notes else ""), encoding="utf-8")
-
-
-def run_bench(as_json: bool, with_demo: bool, write: bool = False, say: Callable[[str], None] = print) -> dict:
-    """Measure everything and print the table (``write``: also into docs/benchmarks.md); returns the results."""
-    host = machine()
-    results = asyncio.run(run_all(with_demo, say))
-    for line in table(results):
-        say(line)
-    if write:
-        write_doc(results, host)
-        say(f"bench: table written to {DOC}")
-    if as_json:
-        print(json.dumps({**results, "machine": host}, ensure_ascii=False))
-    return results

@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import tritonclient.grpc.aio as aioclient
 
-from bench.streams import Timed, gateway_grpc, gateway_sse, grpc_channel, p50_ms, tok_per_s, triton_stream
-from kefu.bench import MAX_TOKENS, MODEL_NAME, BenchEnv
+from kefu.bench import MAX_TOKENS, MODEL_NAME
+from kefu.bench.env import BenchEnv
+from kefu.bench.streams import Timed, gateway_grpc, gateway_sse, grpc_channel, p50_ms, tok_per_s, triton_stream
 from proto.kefu.gateway.v1 import chat_pb2_grpc
 
 ROUNDS = 12
@@ -81,7 +82,7 @@ async def measure(env: BenchEnv, say: Callable[[str], None] = print) -> dict[str
 
 
 async def _main() -> None:
-    from kefu.bench import bench_environment
+    from kefu.bench.env import bench_environment
 
     async with bench_environment() as env:
         print(await measure(env))

@@ -8,7 +8,6 @@ held-out rules. Timed one question at a time, as served; medians and p99 over al
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from kefu.bench import SAMPLE
+from kefu.bench import sample_rows
 
 PRODUCTS = ("云服务器", "对象存储", "数据库", "CDN", "域名", "负载均衡", "容器服务", "短信服务", "邮件推送", "云盘")
 QUESTIONS_TIMED = 400
@@ -27,7 +26,7 @@ REPEATS = 3
 def _base(size: int, rng: random.Random) -> list[Any]:
     from libs.common.knowledge import entry
 
-    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = sample_rows()
     out = []
     for i in range(size):
         row = rows[i % len(rows)]
@@ -52,7 +51,7 @@ def measure(say: Callable[[str], None]) -> dict[str, float]:
     from services.trainer import augment
 
     rng = random.Random(0)
-    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = sample_rows()
     questions = [augment.heldout_variant(rows[i % len(rows)]["question"], rng) for i in range(QUESTIONS_TIMED)]
     results: dict[str, float] = {}
     os.environ.setdefault("OMP_NUM_THREADS", "1")

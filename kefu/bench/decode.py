@@ -16,8 +16,9 @@ from typing import Any
 import torch
 import tritonclient.grpc.aio as aioclient
 
-from bench.streams import tok_per_s, triton_stream
-from kefu.bench import MAX_TOKENS, MODEL_NAME, BenchEnv
+from kefu.bench import MAX_TOKENS, MODEL_NAME
+from kefu.bench.env import BenchEnv
+from kefu.bench.streams import tok_per_s, triton_stream
 
 ROUNDS = 6
 
@@ -110,7 +111,7 @@ async def measure(env: BenchEnv, say: Callable[[str], None] = print) -> dict[str
 
 
 async def _main() -> None:
-    from kefu.bench import bench_environment
+    from kefu.bench.env import bench_environment
 
     async with bench_environment() as env:
         print(await measure(env))
