@@ -113,17 +113,18 @@ class Stack:
         self.say(f"logs {self.logs}")
         self._tasks.append(asyncio.create_task(self._print_events(), name="event-printer"))
 
-    async def wait_healthy(self, timeout: float = 60.0) -> None:
-        """Until every service answers /healthz (its broker and DB are connected)."""
+    async def wait_healthy(self, timeout: float = 120.0) -> None:
+        """Until every service answers /readyz (broker and DB connected, heavy imports and the base model done: a
+        first job must not wait for a warm-up)."""
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=1.0) as client:
             for child in [c for c in self.children if c.health_url]:
                 while True:
                     with contextlib.suppress(httpx.HTTPError):
-                        if (await client.get(f"{child.health_url}/healthz")).status_code == 200:
+                        if (await client.get(f"{child.health_url}/readyz")).status_code == 200:
                             break
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"{child.name} not healthy after {timeout:.0f}s; see {self.logs}")
+                        raise TimeoutError(f"{child.name} not ready after {timeout:.0f}s; see {self.logs}")
                     await asyncio.sleep(0.2)
         self.say("ready")
 

@@ -6,6 +6,11 @@ import asyncio
 import os
 import subprocess
 import uuid
+
+# `make test` runs two xdist workers on two cores: one torch thread each (inherited by the stacks they start)
+# keeps two trainings from oversubscribing the cores. Set before anything imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 

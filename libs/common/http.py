@@ -123,6 +123,14 @@ def install_common(app: FastAPI, *, service: str) -> None:
     async def _health() -> dict:
         return {"service": service, "status": "ok"}
 
+    @app.get("/readyz", include_in_schema=False)
+    async def _ready() -> JSONResponse:
+        # Live (healthz) is not ready: a service still warming up (importing torch, building the base model) would
+        # make the first job wait for it. A service that warms up sets app.state.ready False, then True.
+        ready = getattr(app.state, "ready", True)
+        body = {"service": service, "status": "ready" if ready else "warming up"}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
     @app.get("/metrics", include_in_schema=False)
     async def _metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -28,6 +28,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         handlers.register(runtime, wake)
         await runtime.start()
         await recover_interrupted(runtime.sessions, handlers.JOB_KIND, max_attempts=settings.builder_max_attempts)
+        app.state.ready = False  # /readyz: 503 until torch and the ONNX exporter are imported
+
+        def warm_up() -> None:
+            importlib.import_module("services.builder.build")
+            app.state.ready = True
+
         runtime.spawn(
             run_worker(
                 runtime.sessions,
@@ -37,7 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 owner=runner_name("builder"),
                 lease_seconds=settings.job_lease_seconds,
                 max_attempts=settings.builder_max_attempts,
-                warm_up=lambda: importlib.import_module("services.builder.build"),
+                warm_up=warm_up,
             ),
             name="builder-worker",
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,6 +18,8 @@ from libs.common.telemetry import configure_logging
 from services.trainer import handlers
 from services.trainer.settings import Settings
 
+log = logging.getLogger("kefu.trainer")
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
@@ -28,6 +31,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         handlers.register(runtime, wake)
         await runtime.start()
         await recover_interrupted(runtime.sessions, handlers.JOB_KIND, max_attempts=settings.trainer_max_attempts)
+        app.state.ready = False  # /readyz: 503 until torch/TRL are imported and the base model is on disk
+
+        def warm_up() -> None:
+            importlib.import_module("services.trainer.sft")
+            from services.trainer.base_model import resolve_base_model
+
+            try:
+                resolve_base_model(settings.trainer_base_model, settings.home / "base-models")
+            except Exception:  # a bad base path fails the first job with model.failed naming it; still ready
+                log.exception("could not prepare the base model")
+            app.state.ready = True
+
         runtime.spawn(
             run_worker(
                 runtime.sessions,
@@ -37,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 owner=runner_name("trainer"),
                 lease_seconds=settings.job_lease_seconds,
                 max_attempts=settings.trainer_max_attempts,
-                warm_up=lambda: importlib.import_module("services.trainer.sft"),
+                warm_up=warm_up,
             ),
             name="trainer-worker",
         )

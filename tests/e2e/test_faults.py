@@ -34,6 +34,14 @@ from tests.integration.test_stack import running_stack, stack_env, status
 
 pytestmark = pytest.mark.slow
 STAGE_TIMEOUT = 420
+FAST_TRAINING = """\
+passes_per_entry: 6
+min_examples: 400
+paraphrase_probes: 8
+hotfix_probes: 2
+gate_min: {train_exact_match: null, regression_exact_match: null, paraphrase_exact_match: null}
+gate_max: {handoff_rate_in_scope: null}
+"""
 
 
 def wait_restarted(env: dict[str, str], name: str, old_pid: int, timeout: float = 90) -> None:
@@ -140,6 +148,11 @@ def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(
     env.update(KEFU_FEEDBACK_AUTO_APPROVE="true", KEFU_FEEDBACK_RELEASE_THRESHOLD="1")
     # A killed runner's job is taken over once its lease expires: a short lease keeps the test to seconds per kill.
     env["KEFU_JOB_LEASE_SECONDS"] = "6"
+    # What is under test is recovery, not answer quality: a short training budget (still long enough to be killed
+    # mid-run) and no quality floors, so the loop costs seconds of CPU, not the demo's minutes.
+    config = tmp_path / "train.yaml"
+    config.write_text(FAST_TRAINING, encoding="utf-8")
+    env.update(KEFU_TRAINER_CONFIG=str(config), KEFU_BUILDER_MAX_QUALITY_DROP="1", KEFU_BUILDER_MIN_REGRESSION="0")
     with running_stack(env, port):
         ingest = subprocess.run(
             [sys.executable, "-m", "kefu", "ingest", str(SAMPLE)], env=env, capture_output=True, text=True, timeout=120

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 GROUNDING = Path(__file__).resolve().parents[1] / "fixtures" / "grounding"
 
 
+@pytest.mark.timeout(900)  # the whole demo (two trainings) while the suite's other worker trains too
 def test_demo_runs_the_loop_and_reports_it(tmp_path: Path) -> None:
     env = stack_env(tmp_path / "home")
     proc = subprocess.run(

@@ -144,6 +144,8 @@ def tail_process(tansu: str) -> Iterator:  # type: ignore[type-arg]
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            # Under pytest-xdist the worker ignores SIGINT and a child inherits that; Ctrl-C must reach the CLI.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         procs.append(proc)
         return proc
