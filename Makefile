@@ -29,12 +29,11 @@ browser:
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || \
 	  echo "note: chromium/chromedriver not installed; the review page browser test will be skipped"; }
 
-# Two workers by default (each gets its own broker, database and Triton; a module stays on one worker and the longest
-# modules start first, see tests/conftest.py); TEST_WORKERS=0 runs in one process.
+# Two workers by default (each gets its own broker, database and Triton); TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 
 test: setup browser
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: setup
 	$(BIN)/pytest -m "not slow"

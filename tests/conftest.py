@@ -93,22 +93,3 @@ async def db_sessions(pg_url: str) -> AsyncIterator:
     engine = make_engine(pg_url)
     yield make_sessionmaker(engine)
     await engine.dispose()
-
-
-E2E_FIRST = {"test_loop.py": 0, "test_faults.py": 1}  # the two longest tests of the suite
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Longest modules first — the e2e demo, the fault test, then every module with slow tests — so that `make test`'s
-    two workers (``--dist loadscope``: a module stays on one worker, its fixtures built once) start the long ones at
-    once and the short modules fill in around them, instead of the demo running alone at the end."""
-
-    def rank(item: pytest.Item) -> int:
-        if "e2e" in item.path.parts:
-            return E2E_FIRST.get(item.path.name, 1)
-        return 2 if item.get_closest_marker("slow") else 3
-
-    module_rank: dict[str, int] = {}
-    for item in items:  # a module ranks as its most urgent test, so its tests stay together
-        module_rank[str(item.path)] = min(rank(item), module_rank.get(str(item.path), 3))
-    items.sort(key=lambda item: module_rank[str(item.path)])  # stable: file and test order kept within a rank

@@ -6,7 +6,10 @@ one ``model.trained`` and one ``engine.built`` for the dataset — the interrupt
 events kept, nothing lost or duplicated. Then the gateway (killed during 10 streamed answers: each client got a
 complete answer or an error, never a silently cut one; it answers again after its restart), the feedback service
 (killed right after accepting a flag: the flag is released exactly once) and ingest (killed holding half an upload:
-the client got an error, nothing half-stored, the same upload afterwards changes nothing)."""
+the client got an error, nothing half-stored, the same upload afterwards changes nothing). The stack runs on
+PostgreSQL, and after the first three kills the test reads the state they left: one job row per stage, done (the
+training on its second attempt), one model and one engine row, one Triton version, one finished and registered
+MLflow run."""
 
 from __future__ import annotations
 
@@ -14,17 +17,20 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
 
 from kefu.demo import SAMPLE
-from tests.conftest import free_port
+from tests.conftest import free_port, pg_admin, pg_database_url
 from tests.integration.reliability.midflight import (
     kill_broker,
     streams_cut_by_a_gateway_kill,
@@ -153,6 +159,47 @@ def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(
     config = tmp_path / "train.yaml"
     config.write_text(FAST_TRAINING, encoding="utf-8")
     env.update(KEFU_TRAINER_CONFIG=str(config), KEFU_BUILDER_MAX_QUALITY_DROP="1", KEFU_BUILDER_MIN_REGRESSION="0")
+    # On PostgreSQL, as in production (a database of its own: other suites' runtimes would claim its jobs).
+    database = f"kefu_faults_{uuid.uuid4().hex[:10]}"
+    pg_admin(f'CREATE DATABASE "{database}"')
+    env["KEFU_DATABASE_URL"] = pg_database_url(database)
+    try:
+        run_faults(env, port, tmp_path)
+    finally:
+        pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def after_recovery(env: dict[str, str], dataset_id: str, model_id: str) -> None:
+    """Not only the events: the rows, job attempts, Triton versions and MLflow runs the kills left behind."""
+    home = Path(env["KEFU_HOME"])
+
+    async def rows() -> tuple[list, int, int]:
+        conn = await asyncpg.connect(env["KEFU_DATABASE_URL"].replace("+asyncpg", ""))
+        try:
+            jobs = await conn.fetch(
+                "SELECT kind, key, status, attempts FROM jobs WHERE key = ANY($1)", [dataset_id, model_id]
+            )
+            models = await conn.fetchval("SELECT count(*) FROM models WHERE dataset_id = $1", dataset_id)
+            engines = await conn.fetchval("SELECT count(*) FROM engines WHERE model_id = $1", model_id)
+            return [dict(j) for j in jobs], models, engines
+        finally:
+            await conn.close()
+
+    jobs, models, engines = asyncio.run(rows())
+    by_kind = {j["kind"]: j for j in jobs}
+    # Each killed job was taken over and finished: one row, done, a second attempt — not a second job.
+    assert sorted(by_kind) == ["build", "train"] and len(jobs) == 2, jobs
+    assert all(j["status"] == "done" for j in jobs) and by_kind["train"]["attempts"] == 2, jobs
+    assert models == 1 and engines == 1, (models, engines)
+    versions = [d for d in (home / "triton" / "repository" / "kefu-chat").iterdir() if d.name.isdigit()]
+    assert len(versions) == 1, versions  # the interrupted build left no half-written version behind
+    with sqlite3.connect(home / "mlflow.db") as mlflow:
+        finished = mlflow.execute("SELECT count(*) FROM runs WHERE status = 'FINISHED'").fetchone()[0]
+        registered = mlflow.execute("SELECT count(*) FROM model_versions").fetchone()[0]
+    assert finished == 1 and registered == 1, (finished, registered)  # the killed attempt registered nothing
+
+
+def run_faults(env: dict[str, str], port: int, tmp_path: Path) -> None:
     with running_stack(env, port):
         ingest = subprocess.run(
             [sys.executable, "-m", "kefu", "ingest", str(SAMPLE)], env=env, capture_output=True, text=True, timeout=120
@@ -173,6 +220,7 @@ def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(
         built = [p for t, p in events if t == "engine.built" and p["model_id"] == trained[0]["model_id"]]
         assert len(built) == 1, built
         assert not [p for t, p in events if t == "model.failed" and p["dataset_id"] == dataset_id]
+        after_recovery(env, dataset_id, trained[0]["model_id"])
         now = status(env)
         assert now["trainer"]["pid"] != trainer_pid and now["builder"]["pid"] != builder_pid
 
