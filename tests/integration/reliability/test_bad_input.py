@@ -158,7 +158,7 @@ def test_malformed_grpc_messages_are_rejected_and_the_server_keeps_serving(apis:
 
 
 def fuzz_operation(strategy: st.SearchStrategy, base: str, key: str) -> None:
-    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))  # issue 14: more than 15
     @given(case=strategy)
     def fuzz(case) -> None:
         response = case.call(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
