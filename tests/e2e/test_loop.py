@@ -21,6 +21,9 @@ GROUNDING = Path(__file__).resolve().parents[1] / "fixtures" / "grounding"
 @pytest.mark.timeout(900)  # the whole demo (two trainings) while the suite's other worker trains too
 def test_demo_runs_the_loop_and_reports_it(tmp_path: Path) -> None:
     env = stack_env(tmp_path / "home")
+    # The suite's other worker trains while this runs: the canary's latency check (retrained vs live ms/token over a
+    # few replayed questions) then measures the neighbour, not the engine (rolled back once at 9.5 vs 9.4 ms/token).
+    env["KEFU_CANARY_MAX_LATENCY_RATIO"] = "3"
     proc = subprocess.run(
         [
             sys.executable,
