@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import uuid
@@ -26,9 +27,9 @@ from libs.common.settings import KefuSettings
 PG_ADMIN_DSN = os.environ.get("KEFU_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-@pytest.fixture(scope="session")
-def tansu() -> Iterator[str]:
-    """A real Kafka-protocol broker (Tansu, memory storage) with the lifecycle topics created."""
+@contextlib.contextmanager
+def running_tansu() -> Iterator[str]:
+    """A real Kafka-protocol broker (Tansu, memory storage) on a free port with the lifecycle topics created."""
     port = free_port()
     proc = subprocess.Popen(tansu_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     bootstrap = f"127.0.0.1:{port}"
@@ -39,6 +40,13 @@ def tansu() -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[str]:
+    """The session's broker; a test that kills consumers or poisons topics starts its own with ``running_tansu``."""
+    with running_tansu() as bootstrap:
+        yield bootstrap
 
 
 def pg_admin(sql: str) -> None:

@@ -25,7 +25,7 @@ from libs.common.apikeys import create_key
 from libs.common.db import make_engine, make_sessionmaker, upgrade_database
 from services.gateway.ratelimit import KEY_PREFIX, RedisLimiter, gcra
 from services.gateway.sidecars import answers
-from tests.conftest import free_port
+from tests.conftest import free_port, running_tansu
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -127,18 +127,8 @@ async def gateway_process(env: dict[str, str], port: int, log: Path) -> AsyncIte
 def own_broker() -> Iterator[str]:
     """A broker of their own for the two gateway processes: killed consumers of the shared session broker's
     `kefu-gateway` group left it unable to seat the next suite's gateway (it never started)."""
-    from kefu.tansu import create_topics, tansu_command, wait_port
-    from libs.common.events import all_topic_names
-
-    port = free_port()
-    proc = subprocess.Popen(tansu_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        asyncio.run(wait_port("127.0.0.1", port))
-        asyncio.run(create_topics(f"127.0.0.1:{port}", all_topic_names()))
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with running_tansu() as bootstrap:
+        yield bootstrap
 
 
 async def test_two_gateway_processes_share_one_limit(tmp_path: Path, own_broker: str, redis_url: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from fastapi import FastAPI
 
-from kefu.tansu import create_topics, tansu_command, wait_port
 from libs.common.events import (
     DatasetReady,
     DeploymentRolledBack,
@@ -28,9 +26,8 @@ from libs.common.events import (
     Event,
     FeedbackFlagged,
     ModelTrained,
-    all_topic_names,
 )
-from tests.conftest import free_port
+from tests.conftest import free_port, running_tansu
 
 pytestmark = pytest.mark.slow
 
@@ -80,15 +77,8 @@ POISON = [b"{not json", json.dumps({"unexpected": "shape", "schema_version": 99}
 
 @pytest.fixture
 def own_broker() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(tansu_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        asyncio.run(wait_port("127.0.0.1", port))
-        asyncio.run(create_topics(f"127.0.0.1:{port}", all_topic_names()))
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with running_tansu() as bootstrap:
+        yield bootstrap
 
 
 def _apps(home: Path, db: str, kafka: str) -> list[FastAPI]:
