@@ -81,6 +81,30 @@ def pg_url() -> Iterator[str]:
         pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated database that ``fresh_pg_url`` copies (CREATE DATABASE … TEMPLATE: no Alembic per test)."""
+    name = f"kefu_tmpl_{uuid.uuid4().hex[:8]}"
+    pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        upgrade_database(pg_database_url(name))
+        yield name
+    finally:
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fresh_pg_url(pg_template: str) -> Iterator[str]:
+    """A database of this test's own. For tests that run a job runner or claim jobs: on the worker's shared
+    ``pg_url`` they would take (and train) whatever job another test left queued."""
+    name = f"kefu_t_{uuid.uuid4().hex[:10]}"
+    pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    try:
+        yield pg_database_url(name)
+    finally:
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 def settings(tmp_path: Path, tansu: str, pg_url: str) -> KefuSettings:
     return KefuSettings(

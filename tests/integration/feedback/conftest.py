@@ -25,37 +25,21 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from libs.common.artifacts import ArtifactStore
-from libs.common.db import make_engine, make_sessionmaker, upgrade_database
+from libs.common.db import make_engine, make_sessionmaker
 from libs.common.tables import Answer, ApiKey, Deployment, utcnow
 from libs.datasets.options import IngestOptions
 from libs.datasets.pipeline import prepare_dataset, write_dataset
 from libs.datasets.store import store_dataset
 from services.feedback.app import create_app
 from services.feedback.settings import Settings
-from tests.conftest import free_port, pg_admin, pg_database_url
+from tests.conftest import free_port
 
 SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample" / "cloudmax_faq.jsonl"
 
 
-@pytest.fixture(scope="session")
-def feedback_template() -> Iterator[str]:
-    name = f"kefu_fb_tmpl_{uuid.uuid4().hex[:8]}"
-    pg_admin(f'CREATE DATABASE "{name}"')
-    try:
-        upgrade_database(pg_database_url(name))
-        yield name
-    finally:
-        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.fixture
-def fb_db(feedback_template: str) -> Iterator[str]:
-    name = f"kefu_fb_{uuid.uuid4().hex[:10]}"
-    pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{feedback_template}"')
-    try:
-        yield pg_database_url(name)
-    finally:
-        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def fb_db(fresh_pg_url: str) -> str:
+    return fresh_pg_url
 
 
 @pytest.fixture

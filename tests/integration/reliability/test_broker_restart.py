@@ -93,7 +93,8 @@ async def announce(settings: Settings, dataset_id: str) -> str:
 
 
 @pytest.mark.timeout(180)
-async def test_services_reconnect_after_a_broker_restart(tmp_path: Path, broker: Broker, pg_url: str) -> None:
+async def test_services_reconnect_after_a_broker_restart(tmp_path: Path, broker: Broker, fresh_pg_url: str) -> None:
+    pg_url = fresh_pg_url  # the trainer's job runner would take jobs other tests left on the shared database
     await broker.start()
     settings = Settings(
         home=tmp_path / "home", database_url=pg_url, kafka_bootstrap=broker.address, migrate_on_start=False,
