@@ -1,6 +1,8 @@
 """``packed_vs_grouped_train``: SFT tokens/s with rows packed padding-free into ``max_length`` sequences (TRL BFD
-packing, the trainer's default) vs the project's best setting without packing: length-grouped batches
-(``train_sampling_strategy="group_by_length"``), each padded only to its longest row.
+packing, a config option) vs the trainer's default: length-grouped batches
+(``train_sampling_strategy="group_by_length"``), each padded only to its longest row. The rows here are bare
+questions (~40 tokens: several fit one sequence); the trainer's grounded rows (~80 tokens with their reference)
+fit one per 128-token sequence, where packing only adds the cost of its flattened attention — hence the default.
 
 Both sides are ``TrainConfig()`` with one epoch and ``packing`` the only difference: same base, rows, seed and
 ``max_length``. Tokens counted are real (non-pad) tokens, so padding shows up as lost throughput. Measured on the

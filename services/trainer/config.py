@@ -98,8 +98,10 @@ class TrainConfig(BaseModel):
         default="group_by_length", description="Length-grouped batches pad least when not packing."
     )
     packing: bool = Field(
-        default=True,
-        description="Pack rows padding-free into max_length sequences (TRL BFD); rows never attend to each other.",
+        default=False,
+        description="Pack rows padding-free into max_length sequences (TRL BFD); rows never attend to each other. "
+        "Off by default: grounded FAQ rows are ~80 tokens against a max_length of 128, so BFD fits one row per "
+        "sequence and the flattened batch only pays for its block-diagonal attention (sample: 85 s vs 71 s).",
     )
     seed: int = 0
     # Grounding: top-k retrieved entries in every prompt, rows mixed as in services/trainer/grounding.py.

@@ -75,7 +75,8 @@ def build_sft_config(
         packing=config.packing,
         # A fraction of all steps: judge ``evaluations`` times per run, however many rows packing made.
         eval_strategy="steps" if has_eval else "no",
-        eval_steps=1.0 / config.evaluations if has_eval else None,
+        # Below 1 so that TrainingArguments reads a ratio: eval_steps=1.0 (evaluations: 1) meant every step.
+        eval_steps=min(1.0 / config.evaluations, 1 - 1e-9) if has_eval else None,
         # Written only when the judged loss improves, not every epoch.
         save_strategy="best" if has_eval else "no",
         save_only_model=True,

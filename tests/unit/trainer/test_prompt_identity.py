@@ -65,15 +65,15 @@ def test_trained_prompt_is_the_served_prompt(base_dir: Path, tokenizer, tmp_path
 
 
 def test_packing_keeps_every_row_whole_and_masks_only_prompts(base_dir: Path, tokenizer, tmp_path: Path) -> None:
-    """The default packs rows padding-free; each packed row must still be one whole example, prompt masked."""
+    """Packing (a config option) puts rows padding-free in one sequence; each must stay one whole example, its
+    prompt masked."""
     from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
     rows = read_rows(FIXTURE_DATASET / "train.jsonl")[:6]
-    assert TrainConfig().packing
     trainer = SFTTrainer(
         model=AutoModelForCausalLM.from_pretrained(base_dir),
-        args=build_sft_config(TrainConfig(), 128, tmp_path, has_eval=False, tracked=False, epochs=1),
+        args=build_sft_config(TrainConfig(packing=True), 128, tmp_path, has_eval=False, tracked=False, epochs=1),
         train_dataset=to_dataset(rows),
         processing_class=tokenizer,
     )
