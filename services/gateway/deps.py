@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.common.auth import ADMIN_ROLES, Principal
+from libs.common.auth import ADMIN_ROLES, CHAT_ROLES, Principal
 from services.gateway.core import Gateway
 
 
@@ -36,5 +36,16 @@ async def admin(
     return await gw.access.authorize(authorization, ADMIN_ROLES)
 
 
+async def chat_caller(
+    gw: GatewayDep, authorization: Annotated[str | None, Header(description="Bearer <kefu API key>")] = None
+) -> Principal:
+    """The caller, if it may chat (an app or an admin key): 401/403 otherwise, or 429 over the key's rate limit.
+
+    A dependency runs before the body is read into its model, so a caller without a key learns nothing about
+    what a valid request looks like."""
+    return await gw.access.authorize(authorization, CHAT_ROLES)
+
+
 SessionDep = Annotated[AsyncSession, Depends(session)]
 Admin = Annotated[Principal, Depends(admin)]
+ChatCaller = Annotated[Principal, Depends(chat_caller)]

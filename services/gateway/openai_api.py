@@ -15,16 +15,15 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from libs.common.auth import CHAT_ROLES, Principal
 from libs.common.http import Text, error_responses
 from libs.common.triton_stream import Sampling
 from services.gateway.answering import AnswerStream
 from services.gateway.conversation import Conversation, conversation
-from services.gateway.core import Gateway
+from services.gateway.deps import ChatCaller, GatewayDep
 from services.gateway.errors import GatewayError, invalid, unsupported
 from services.gateway.params import logprobs, sampling, stop_strings
 
@@ -143,11 +142,6 @@ class ChatCompletionRequest(BaseModel):
         return conversation(cid, turns)
 
 
-async def authorized(request: Request, authorization: str | None, roles: frozenset[str]) -> tuple[Gateway, Principal]:
-    gw: Gateway = request.app.state.gateway
-    return gw, await gw.access.authorize(authorization, roles)
-
-
 def _headers(answer: AnswerStream) -> dict[str, str]:
     return {
         "X-Kefu-Answer-Id": answer.answer_id,
@@ -214,12 +208,11 @@ async def _events(answer: AnswerStream, model: str, include_usage: bool) -> Asyn
 )
 async def chat_completions(
     body: ChatCompletionRequest,
-    request: Request,
-    authorization: Annotated[str | None, Header(description="Bearer <kefu API key>")] = None,
+    gw: GatewayDep,
+    principal: ChatCaller,
     x_kefu_conversation_id: Annotated[str | None, Header(description="groups the answers of one chat")] = None,
 ) -> JSONResponse | StreamingResponse:
     """Answer the last user message; ``stream: true`` sends OpenAI ``chat.completion.chunk`` server-sent events."""
-    gw, principal = await authorized(request, authorization, CHAT_ROLES)
     body.refuse_unsupported()
     stop, sampled, top_logprobs = stop_strings(body.stop), body.sampling(), body.top_logprobs_count()
     chat = body.conversation(x_kefu_conversation_id)
@@ -262,11 +255,8 @@ async def chat_completions(
 
 
 @router.get("/models", responses=error_responses(401, 403, 429))
-async def list_models(
-    request: Request, authorization: Annotated[str | None, Header(description="Bearer <kefu API key>")] = None
-) -> dict[str, Any]:
+async def list_models(gw: GatewayDep, _caller: ChatCaller) -> dict[str, Any]:
     """The model names chat requests may name (the one Triton model, whichever engine version serves it)."""
-    gw, _principal = await authorized(request, authorization, CHAT_ROLES)
     live = gw.router.live
     names = gw.router.models() or [gw.settings.triton_model_name]
     return {

@@ -81,7 +81,12 @@ class TrainConfig(BaseModel):
     passes_per_entry: float = Field(
         default=40, gt=0, description="Sample (79 rows, k=1, lr 1e-3): train EM 1.0 in ~92 s of training."
     )
-    min_examples: int = Field(default=2400, ge=1, description="Floor of rows seen in training, whatever the size.")
+    min_examples: int = Field(
+        default=1200,
+        ge=1,
+        description="Floor of rows seen in training, whatever the size. 15-row FAQs (three slices of the sample) and "
+        "the 45-row test FAQ reach the same train exact match at 1,200 as at 2,400, in half the time.",
+    )
     max_examples: int = Field(default=400_000, ge=1, description="Cap of rows seen in training.")
     per_device_train_batch_size: int = Field(default=8, ge=1, description="Also the evaluation batch size.")
     gradient_accumulation_steps: int = Field(default=1, ge=1)

@@ -30,7 +30,7 @@ from services.trainer.settings import Settings
 from tests.integration.common.test_broker import read_topic
 
 FIXTURE_DATASET = Path(__file__).resolve().parents[2] / "fixtures" / "trainer" / "faq"
-# A few optimizer steps on the 45-row fixture (the default budget is 2,400 rows seen): the random-init base
+# A few optimizer steps on the 45-row fixture (the default budget is 1,800 rows seen): the random-init base
 # answers none of its questions afterwards. Short generations and few probes keep each run to seconds.
 UNDERTRAINED = "num_train_epochs: 0.3\nevaluations: 1\ngen_max_new_tokens: 8\nparaphrase_probes: 8\nhotfix_probes: 0\n"
 

@@ -12,7 +12,7 @@ def test_defaults_are_the_tiny_base_recipe() -> None:
     cfg = TrainConfig()
     assert (cfg.num_train_epochs, cfg.per_device_train_batch_size, cfg.learning_rate) == (None, 8, 1e-3)
     assert (cfg.lr_scheduler_type, cfg.warmup_steps, cfg.train_sampling_strategy) == ("cosine", 10, "group_by_length")
-    assert (cfg.passes_per_entry, cfg.min_examples, cfg.grounded, cfg.retrieval_k) == (40, 2400, True, 1)
+    assert (cfg.passes_per_entry, cfg.min_examples, cfg.grounded, cfg.retrieval_k) == (40, 1200, True, 1)
     assert cfg.max_length is None and not cfg.lora
 
 

@@ -106,7 +106,7 @@ def test_training_and_heldout_rewrites_use_different_rules() -> None:
 def test_budget_has_a_floor_for_small_faqs_and_a_cap_for_large() -> None:
     config = TrainConfig()
     epochs, small = budget_epochs(config, entries=15, rows=45)
-    assert small["floor_applied"] and small["examples"] == config.min_examples and epochs * 45 == 2400
+    assert small["floor_applied"] and small["examples"] == config.min_examples and epochs * 45 == 1200
     _, large = budget_epochs(config, entries=5000, rows=15000)
     assert not large["floor_applied"] and large["examples"] == 5000 * config.passes_per_entry
     _, capped = budget_epochs(config.with_overrides(max_examples=10_000), entries=5000, rows=15000)
