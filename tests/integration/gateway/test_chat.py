@@ -133,8 +133,14 @@ async def test_client_disconnect_cancels_the_triton_request(gateway: RunningGate
 
 
 async def test_metrics_and_length_stats(gateway: RunningGateway) -> None:
+    # One answer per API this test reads the counters of, so it does not depend on which tests ran before it.
     async with openai_client(gateway) as client:
         await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": FAQ[6][0]}])
+    async with grpc.aio.insecure_channel(gateway.grpc) as channel:
+        call = chat_pb2_grpc.ChatServiceStub(channel).ChatStream(
+            chat_pb2.ChatRequest(question=FAQ[6][0]), metadata=(("authorization", f"Bearer {gateway.keys['app']}"),)
+        )
+        assert [m async for m in call]
     async with httpx.AsyncClient() as client:
         text = (await client.get(gateway.http.removesuffix("/v1") + "/metrics")).text
         stats = await client.get(f"{gateway.http}/stats/lengths", headers=gateway.auth("admin"))
