@@ -26,6 +26,15 @@ from services.trainer.data import FaqRow
 
 _DIGIT = re.compile(r"\d")
 ADDED_SENTENCES = ("具体以页面显示为准。", "如有疑问可联系人工客服。", "该规则自本月起执行。", "节假日顺延。")
+#: The hot-fix probes add sentences training never showed: with the training ones, a model that learnt to append
+#: one of four memorised sentences scored as if it followed its references (0.25 with 30% edited rows, every hit
+#: one of the four, and no changed figure followed).
+HELDOUT_ADDED_SENTENCES = (
+    "详情请以官网公告为准。",
+    "周末也可以办理。",
+    "请保留好相关凭证。",
+    "境外用户请联系海外客服。",
+)
 
 #: Questions no FAQ of a cloud company answers; hand-off recall is measured on them (the test suite has its own).
 OUT_OF_SCOPE_PROBES = (
@@ -53,14 +62,14 @@ def references(hits: Sequence[Entry]) -> list[tuple[str, str]]:
     return [(e.question, e.answer) for e in hits]
 
 
-def edit_answer(answer: str, rng: random.Random) -> str:
-    """A plausible change an agent might approve: one figure changed, or a sentence added."""
+def edit_answer(answer: str, rng: random.Random, sentences: Sequence[str] = ADDED_SENTENCES) -> str:
+    """A plausible change an agent might approve: one figure changed, or a sentence (one of ``sentences``) added."""
     digits = [m.start() for m in _DIGIT.finditer(answer)]
     if digits and rng.random() < 0.6:
         i = rng.choice(digits)
         new = rng.choice([d for d in "0123456789" if d != answer[i]])
         return answer[:i] + new + answer[i + 1 :]
-    return answer + rng.choice(ADDED_SENTENCES)
+    return answer + rng.choice(sentences)
 
 
 def _context(hits: list[Entry], gold: Entry | None, k: int, present: bool, rng: random.Random, mix: Mix) -> list[Entry]:
@@ -127,8 +136,8 @@ def recall_at_k(pairs: Sequence[tuple[str, FaqRow]], retriever: Retriever, k: in
 
 
 def hotfix_rows(rows: Sequence[FaqRow], retriever: Retriever, k: int, seed: int, limit: int) -> list[FaqRow]:
-    """Verbatim questions whose gold entry was edited in the references (seeded differently from training): the
-    edited text is the expected answer."""
+    """Verbatim questions whose gold entry was edited in the references (seeded differently from training, added
+    sentences training never saw): the edited text is the expected answer."""
     rng = random.Random(seed + 104729)
     by_id = {e.entry_id: e for e in retriever.entries}
     out = []
@@ -136,7 +145,7 @@ def hotfix_rows(rows: Sequence[FaqRow], retriever: Retriever, k: int, seed: int,
         gold = by_id.get(entry_id_for(row.instruction))
         if gold is None:
             continue
-        edited = Entry(gold.entry_id, gold.question, edit_answer(gold.answer, rng))
+        edited = Entry(gold.entry_id, gold.question, edit_answer(gold.answer, rng, HELDOUT_ADDED_SENTENCES))
         hits = [h.entry for h in retriever.search(row.instruction, k).hits]
         refs = [edited if h.entry_id == gold.entry_id else h for h in hits]
         if edited not in refs:
