@@ -138,6 +138,11 @@ class Retriever:
             return Retrieval([], 0.0)
         return Retrieval([Hit(e, s) for s, e, _ in ranked], self._coverage(query, ranked[0][2]))
 
+    def coverage(self, question: str, entry: Entry) -> float:
+        """The idf-weighted share of ``question``'s content n-grams that ``entry`` contains (``confidence``'s measure,
+        for an entry chosen by other means, e.g. with a conversation's earlier turn)."""
+        return self._coverage(tokens(question), frozenset(_document(entry)))
+
     def _score(self, query: list[str], counts: Counter[str], length: int) -> float:
         """BM25 (Lucene variant, as bm25s) of one overlay document with the base's statistics."""
         norm = self._k1 * (1 - self._b + self._b * length / self._avg_len)
