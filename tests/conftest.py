@@ -69,28 +69,30 @@ def pg_database_url(name: str) -> str:
     return PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://") + f"/{name}"
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test run, migrated to head, dropped afterwards."""
-    name = f"kefu_test_{uuid.uuid4().hex[:10]}"
-    pg_admin(f'CREATE DATABASE "{name}"')
-    try:
-        upgrade_database(pg_database_url(name))
-        yield pg_database_url(name)
-    finally:
-        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="session")
-def pg_template() -> Iterator[str]:
-    """A migrated database that ``fresh_pg_url`` copies (CREATE DATABASE … TEMPLATE: no Alembic per test)."""
-    name = f"kefu_tmpl_{uuid.uuid4().hex[:8]}"
+@contextlib.contextmanager
+def migrated_database(prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database (its name) migrated to head, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     pg_admin(f'CREATE DATABASE "{name}"')
     try:
         upgrade_database(pg_database_url(name))
         yield name
     finally:
         pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test run (one per xdist worker)."""
+    with migrated_database("kefu_test") as name:
+        yield pg_database_url(name)
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated database that ``fresh_pg_url`` copies (CREATE DATABASE … TEMPLATE: no Alembic per test)."""
+    with migrated_database("kefu_tmpl") as name:
+        yield name
 
 
 @pytest.fixture
