@@ -6,8 +6,8 @@ ranks the knowledge base by the question's retrieval scores plus half the previo
 data/sample/cloudmax_conversations.jsonl (25 two-turn conversations, sample FAQ, the served hand-off threshold),
 follow-ups retrieved right and not handed off: 14/25 alone, 9/25 with the two turns concatenated (the first
 turn's words win), 17/25 blended, 19/25 blended within the previous turn's topic when the follow-up alone would be
-handed off; 51 self-contained questions each after an unrelated one: 34/51 alone, 10/51 concatenated, 34/51
-blended (nothing lost).
+handed off, 20/25 with the follow-up's own hand-off rule below; 51 self-contained questions each after an unrelated
+one: 34/51 alone, 10/51 concatenated, 34/51 blended (nothing lost).
 """
 
 from __future__ import annotations
