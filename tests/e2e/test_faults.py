@@ -21,7 +21,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import asyncpg
@@ -30,7 +29,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from kefu.demo import SAMPLE
-from tests.conftest import free_port, pg_admin, pg_database_url
+from tests.conftest import free_port
 from tests.integration.reliability.midflight import (
     kill_broker,
     streams_cut_by_a_gateway_kill,
@@ -147,7 +146,9 @@ async def lifecycle(bootstrap: str, dataset_id: str, timeout: float) -> list[tup
 
 
 @pytest.mark.timeout(900)
-def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(tmp_path: Path) -> None:
+def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(
+    tmp_path: Path, fresh_pg_url: str
+) -> None:
     env = stack_env(tmp_path / "home")
     port = free_port()
     env["KEFU_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{port}"  # for `kefu ingest`; `kefu up` passes it to its children
@@ -160,13 +161,8 @@ def test_services_killed_mid_pipeline_are_restarted_and_the_loop_completes_once(
     config.write_text(FAST_TRAINING, encoding="utf-8")
     env.update(KEFU_TRAINER_CONFIG=str(config), KEFU_BUILDER_MAX_QUALITY_DROP="1", KEFU_BUILDER_MIN_REGRESSION="0")
     # On PostgreSQL, as in production (a database of its own: other suites' runtimes would claim its jobs).
-    database = f"kefu_faults_{uuid.uuid4().hex[:10]}"
-    pg_admin(f'CREATE DATABASE "{database}"')
-    env["KEFU_DATABASE_URL"] = pg_database_url(database)
-    try:
-        run_faults(env, port, tmp_path)
-    finally:
-        pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    env["KEFU_DATABASE_URL"] = fresh_pg_url
+    run_faults(env, port, tmp_path)
 
 
 def after_recovery(env: dict[str, str], dataset_id: str, model_id: str) -> None:

@@ -45,6 +45,13 @@ class Broker:
 
 
 @pytest.fixture
+def pg_url(fresh_pg_url: str) -> str:
+    """A database of the test's own: on the worker's shared one, the trainer's job runner would take (and train)
+    jobs other tests left queued, and the job for this test's event would wait behind them."""
+    return fresh_pg_url
+
+
+@pytest.fixture
 def broker() -> Iterator[Broker]:
     b = Broker()
     yield b
@@ -93,8 +100,7 @@ async def announce(settings: Settings, dataset_id: str) -> str:
 
 
 @pytest.mark.timeout(180)
-async def test_services_reconnect_after_a_broker_restart(tmp_path: Path, broker: Broker, fresh_pg_url: str) -> None:
-    pg_url = fresh_pg_url  # the trainer's job runner would take jobs other tests left on the shared database
+async def test_services_reconnect_after_a_broker_restart(tmp_path: Path, broker: Broker, pg_url: str) -> None:
     await broker.start()
     settings = Settings(
         home=tmp_path / "home", database_url=pg_url, kafka_bootstrap=broker.address, migrate_on_start=False,

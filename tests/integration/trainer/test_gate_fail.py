@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ import typer
 from click.testing import Result
 from mlflow.tracking import MlflowClient
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
 from typer.testing import CliRunner
 
 from libs.common.db import make_engine, make_sessionmaker
@@ -35,6 +33,13 @@ FIXTURE_DATASET = Path(__file__).resolve().parents[2] / "fixtures" / "trainer" /
 UNDERTRAINED = "num_train_epochs: 0.3\nevaluations: 1\ngen_max_new_tokens: 8\nparaphrase_probes: 8\nhotfix_probes: 0\n"
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pg_url(fresh_pg_url: str) -> str:
+    """A database per test: the service test's ``claim_next`` takes the oldest queued job, and on the worker's
+    shared database that can be a job another test left behind (``db_sessions`` follows this override)."""
+    return fresh_pg_url
 
 
 @pytest.fixture(scope="module")
@@ -116,19 +121,9 @@ def test_keep_failed_writes_the_model_with_its_gate_json_and_still_exits_1(
     assert metrics["train_exact_match"] < 0.9 and (out / "model.safetensors").is_file()
 
 
-@pytest.fixture
-async def own_sessions(fresh_pg_url: str) -> AsyncIterator[async_sessionmaker]:
-    # A database of the test's own: claim_next takes the oldest queued job, and on the worker's shared database
-    # that can be a job another test left behind.
-    engine = make_engine(fresh_pg_url)
-    yield make_sessionmaker(engine)
-    await engine.dispose()
-
-
 async def test_the_trainer_service_publishes_model_failed_with_the_misses(
-    tmp_path: Path, base: Path, undertrained: Path, fresh_pg_url: str, tansu: str, own_sessions: async_sessionmaker
+    tmp_path: Path, base: Path, undertrained: Path, pg_url: str, tansu: str, db_sessions
 ) -> None:
-    pg_url, db_sessions = fresh_pg_url, own_sessions
     settings = Settings(
         home=tmp_path / "home", database_url=pg_url, kafka_bootstrap=tansu, migrate_on_start=False,
         kafka_session_timeout_ms=2000, kafka_heartbeat_interval_ms=500, outbox_poll_seconds=0.05,
