@@ -137,11 +137,12 @@ async def _feedback_loop(events: EventLog, out: dict[str, Any], keys: dict[str, 
         )
     resp.raise_for_status()
     say(f"demo: agent flagged answer {flagged['answer_id']} with a correction (flag {resp.json().get('flag_id')})")
-    live = await _until_served(flagged["question"], correction, keys["app"], started)
+    live, as_is = await _until_served(flagged["question"], correction, keys["app"], started)
     if live is None:
         say(f"demo: the engine did not yet answer with the correction {LIVE_FIX_TIMEOUT_S}s after approval")
     else:
-        say(f"demo: approved correction served by the live engine {live:.1f}s after approval (no retraining)")
+        how = "as approved: the live engine does not follow edited references" if as_is else "by the live engine"
+        say(f"demo: approved correction served {live:.1f}s after approval, {how} (no retraining)")
     _, _, ds = await events.wait_for({Topic.DATASET_READY.value}, {"parent_dataset_id": out["dataset_id"]})
     say(f"demo: correction released as dataset {ds['dataset_id']} (parent {out['dataset_id']})")
     _, topic, model = await events.wait_for(
@@ -163,6 +164,8 @@ async def _feedback_loop(events: EventLog, out: dict[str, Any], keys: dict[str, 
     again = await _ask(flagged["question"], keys["app"], say)
     return {
         "live_fix_seconds": round(live, 1) if live is not None else None,
+        # "approved text": served as is (the engine follows edited references too rarely); "model": generated
+        "live_fix_by": None if live is None else "approved text" if as_is else "model",
         "feedback_seconds": round(at - started, 1),
         "feedback_dataset_id": ds["dataset_id"],
         "feedback_engine_id": engine["engine_id"],
@@ -250,8 +253,9 @@ async def _two_turn(key: str, say) -> dict[str, Any]:  # type: ignore[no-untyped
     return await demo_figures(gateway.endpoints()["http"] + "/v1", key, gateway.triton_model_name, say)
 
 
-async def _until_served(question: str, expected: str, key: str, since: float) -> float | None:
-    """Seconds from ``since`` until the gateway answers ``question`` with ``expected`` (None: not within the limit)."""
+async def _until_served(question: str, expected: str, key: str, since: float) -> tuple[float | None, bool]:
+    """Seconds from ``since`` until the gateway answers ``question`` with ``expected`` (None: not within the limit),
+    and whether that answer was the approved text served as is rather than generated."""
     from libs.datasets.cleaning import normalize_text
 
     http = service_settings("gateway").endpoints()["http"] + "/v1"
@@ -259,9 +263,9 @@ async def _until_served(question: str, expected: str, key: str, since: float) ->
     while time.monotonic() - since < LIVE_FIX_TIMEOUT_S:
         (answer,) = await ask_all(http, key, model, [{"question": question}])
         if normalize_text(answer["answer"]) == normalize_text(expected):
-            return time.monotonic() - since
+            return time.monotonic() - since, bool(answer.get("verbatim"))
         await asyncio.sleep(0.25)
-    return None
+    return None, False
 
 
 def _sample_questions(n: int = 3) -> list[str]:
@@ -284,6 +288,7 @@ def print_summary(summary: dict[str, Any], say) -> None:  # type: ignore[no-unty
         ("in-scope handed to a human", summary.get("handoff_in_scope", "-")),
         ("out-of-scope handed to a human", summary.get("handoff_out_of_scope", "-")),
         ("approval → correction served (no retraining), s", summary.get("live_fix_seconds", "-")),
+        ("  served as", summary.get("live_fix_by") or "-"),
         ("pipeline seconds (dataset.ready → deployment.live)", summary.get("pipeline_seconds", "-")),
         ("feedback seconds (flag → corrected engine live)", summary.get("feedback_seconds", "-")),
         ("corrected answer learned", summary.get("feedback_fixed", "-")),

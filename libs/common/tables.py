@@ -245,6 +245,9 @@ class Answer(Base):
     entry_ids: Mapped[list | None] = mapped_column(JSON)
     retrieval_scores: Mapped[list | None] = mapped_column(JSON)
     confidence: Mapped[float | None] = mapped_column()
+    # An approved correction served as is: the engine was not measured to follow edited references
+    # (services/gateway/knowledge.py), so the customer got the agents' text, not the model's.
+    verbatim: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Deployment(Base):

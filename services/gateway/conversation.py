@@ -132,4 +132,5 @@ def ground(grounding: Grounding, question: str, previous: str) -> Grounded:
         confidence=round(confidence, 4),
         handoff=handoff,
         context=grounded_context("", [(h.question, h.answer) for h in hits]),
+        verbatim=grounding.verbatim(hits[0], handoff),
     )

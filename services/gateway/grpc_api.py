@@ -131,6 +131,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
             handoff=answer.handoff,
             conversation_id=answer.conversation_id,
             logprobs=_logprobs(answer.logprobs),
+            verbatim=answer.verbatim,
         )
 
     async def ChatStream(
@@ -152,6 +153,7 @@ class ChatService(chat_pb2_grpc.ChatServiceServicer):
                         handoff=answer.handoff if last else False,
                         conversation_id=answer.conversation_id,
                         logprobs=_logprobs(delta.logprobs),
+                        verbatim=answer.verbatim if last else False,
                     )
         except GatewayError as exc:
             await self._fail(context, exc, True)

@@ -5,6 +5,11 @@ the hand-off threshold), over the knowledge base of ITS dataset version — cana
 corrections (``knowledge_updates``, written by feedback) are applied on top, in order, to every engine's base: the
 ``knowledge.updated`` event wakes ``refresh`` at once, and the routing loop calls it every second as a backstop, so
 a correction is served within about a second of approval, before any retraining.
+
+An engine answers an updated entry through its model only when it was measured to follow its references (the
+trainer's hot-fix follow rate, in the manifest, at least ``follow_bar``). One that was not — the tiny offline base
+answers an edited reference with another entry's text, worse than its old answer — serves the approved text of the
+entries changed since its dataset as is (``Grounded.verbatim``), until a retrained engine has learnt them.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Grounded:
     confidence: float | None
     handoff: bool
     context: str  # the references block for the engine's ``context`` input ("" when none)
+    verbatim: str | None = None  # the approved text to serve as is (an update the engine cannot follow), or None
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,13 @@ class Grounding:
     retriever: Retriever
     k: int
     threshold: float | None  # None: the engine was trained without references: no retrieval, no hand-off
+    #: Entries changed by approved updates since the engine's dataset, when the engine does not follow references.
+    as_is: frozenset[str] = frozenset()
+
+    def verbatim(self, top: Entry | None, handoff: bool) -> str | None:
+        """The approved text to serve instead of the engine's answer when ``top`` (the best reference) is an update
+        this engine cannot follow; None: the engine answers."""
+        return top.answer if top is not None and not handoff and top.entry_id in self.as_is else None
 
     def search(self, question: str) -> Retrieval | None:
         return self.retriever.search(question, self.k) if self.threshold is not None else None
@@ -57,18 +70,20 @@ class Grounding:
         metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
         if found is None:
             return Grounded([], [], None, False, "")
+        handoff = found.confidence < (self.threshold or 0.0)
         return Grounded(
             entry_ids=[h.entry.entry_id for h in found.hits],
             scores=[round(h.score, 4) for h in found.hits],
             confidence=round(found.confidence, 4),
-            handoff=found.confidence < (self.threshold or 0.0),
+            handoff=handoff,
             context=grounded_context("", [(h.entry.question, h.entry.answer) for h in found.hits]),
+            verbatim=self.verbatim(found.hits[0].entry if found.hits else None, handoff),
         )
 
 
 class Knowledge:
-    def __init__(self, sessions: async_sessionmaker, artifacts: ArtifactStore) -> None:
-        self.sessions, self.artifacts = sessions, artifacts
+    def __init__(self, sessions: async_sessionmaker, artifacts: ArtifactStore, follow_bar: float = 0.8) -> None:
+        self.sessions, self.artifacts, self.follow_bar = sessions, artifacts, follow_bar
         self._manifests: dict[str, tuple[str, dict[str, Any] | None]] = {}  # engine → (dataset, retrieval)
         self._bases: dict[str, Retriever] = {}  # dataset → its knowledge base, indexed once
         self._grounding: dict[str, Grounding] = {}
@@ -137,8 +152,13 @@ class Knowledge:
         dataset_id, retrieval = self._manifests[engine_id]
         if retrieval is None:  # trained without references: served as it was trained
             return Grounding(Retriever([]), 0, None)
-        current = self._bases[dataset_id].updated(self._updates)
-        return Grounding(current, int(retrieval["k"]), float(retrieval["handoff_threshold"]))
+        base = self._bases[dataset_id]
+        current = base.updated(self._updates)
+        as_is: frozenset[str] = frozenset()
+        if (retrieval.get("hotfix_follow_rate") or 0.0) < self.follow_bar and self._updates:
+            trained = {e.entry_id: e for e in base.entries}
+            as_is = frozenset(e.entry_id for e in current.entries if trained.get(e.entry_id) != e)
+        return Grounding(current, int(retrieval["k"]), float(retrieval["handoff_threshold"]), as_is)
 
 
 async def engine_retrieval(sessions: async_sessionmaker, artifacts: ArtifactStore, engine_id: str) -> dict | None:

@@ -50,7 +50,7 @@ RETRIEVAL_SECONDS = Histogram(
 # Answer quality per engine, so canary and live compare on one dashboard and alerts can compare engines.
 ANSWERS = Counter(
     "kefu_gateway_answers",
-    "Finished answers by engine, route (live|canary) and outcome (answered|handed_off|error).",
+    "Finished answers by engine, route (live|canary) and outcome (answered|handed_off|approved_text|error).",
     ["engine", "route", "outcome"],
 )
 RETRIEVAL_CONFIDENCE = Histogram(
@@ -68,11 +68,14 @@ ANSWER_CHARS = Histogram(
 )
 
 
-def observe_answer(engine: str, route: str, status: str, handoff: bool, confidence: float | None, text: str) -> None:
-    """One finished answer into the quality metrics (cancelled answers are neither right nor wrong: skipped)."""
+def observe_answer(
+    engine: str, route: str, status: str, handoff: bool, confidence: float | None, text: str, *, verbatim: bool = False
+) -> None:
+    """One finished answer into the quality metrics (cancelled answers are neither right nor wrong: skipped).
+    ``verbatim``: an approved correction served as is (outcome ``approved_text``), not the model's answer."""
     if status == "cancelled":
         return
-    outcome = "error" if status == "error" else "handed_off" if handoff else "answered"
+    outcome = "error" if status == "error" else "handed_off" if handoff else "approved_text" if verbatim else "answered"
     ANSWERS.labels(engine, route, outcome).inc()
     if confidence is not None:
         RETRIEVAL_CONFIDENCE.labels(engine, route).observe(confidence)

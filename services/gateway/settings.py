@@ -60,6 +60,13 @@ class Settings(KefuSettings):
         description="Said instead of guessing when retrieval confidence is below the engine's threshold.",
     )
     handoff_hotline: str = Field(default="400-820-8820", description="Put into {hotline} of the hand-off reply.")
+    gateway_min_follow_rate: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="An engine whose measured hot-fix follow rate (edited reference -> edited answer) is below this "
+        "serves approved corrections as is until retrained, instead of generating over them; 0 always generates.",
+    )
     rollout_poll_seconds: float = Field(default=1.0, gt=0, description="Routing refresh and canary checks.")
 
     def endpoints(self) -> dict[str, str]:

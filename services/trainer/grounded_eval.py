@@ -131,5 +131,8 @@ def measure(
             "served_unanswered_probes": len(served),
             "seed": config.seed,
         },
+        # The gateway serves approved corrections through the model only when it follows edited references
+        # (services/gateway/knowledge.py); None: not measured (no hot-fix probes).
+        "hotfix_follow_rate": metrics.get("hotfix_follow_rate"),
     }
     return metrics, samples, manifest

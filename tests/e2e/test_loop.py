@@ -82,7 +82,10 @@ def test_demo_runs_the_loop_and_reports_it(tmp_path: Path) -> None:
     if "feedback" in service_names():
         # The loop closed: the agent's correction was released, retrained, built, promoted and is now the answer.
         assert summary["feedback_fixed"] is True, summary.get("corrected_answer")
-        assert "live_fix_seconds" in summary  # null when the engine did not follow the live correction in time
+        # Before retraining: the tiny engine cannot follow an edited reference (hot-fix follow rate 0), so the
+        # gateway serves the approved text as is, within seconds of approval.
+        assert summary["live_fix_seconds"] is not None and summary["live_fix_seconds"] <= 10, summary
+        assert summary["live_fix_by"] == "approved text"
         assert summary["feedback_seconds"] > 0
         # The retrained engine was promoted on evidence: the shadow replay against the live engine, corrections kept.
         assert "replayed" in summary["canary_verdict"] and "corrections honoured 1.0" in summary["canary_verdict"]

@@ -161,6 +161,10 @@ async def test_an_approved_update_is_served_within_seconds(grounded: RunningGate
     seconds = time.monotonic() - started
     assert body["kefu"]["entry_ids"][0] == entry_id_for(question), body
     assert seconds < 5, f"the update took {seconds:.1f}s to be served"
+    # This engine's manifest has no measured hot-fix follow rate: the approved text is served as is, and says so.
+    assert body["choices"][0]["message"]["content"] == update.answer and body["kefu"]["verbatim"] is True
+    row = await answer_row(grounded, body["id"])
+    assert row.verbatim is True and row.answer == update.answer and row.entry_ids[0] == entry_id_for(question)
     engine = make_engine(grounded.settings.effective_database_url)
     async with make_sessionmaker(engine)() as session:
         assert (await session.scalars(select(KnowledgeUpdate.entry_id))).all() == [entry_id_for(question)]

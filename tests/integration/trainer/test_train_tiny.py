@@ -69,6 +69,8 @@ def test_grounded_measures_and_the_calibrated_threshold(trained: dict[str, Any])
     assert 0 <= m["hotfix_follow_rate"] <= 1  # measured and reported; the tiny base rarely follows edits
     retrieval = json.loads((out / "retrieval.json").read_text("utf-8"))
     assert retrieval["k"] == 1 and retrieval["handoff_threshold"] == m["handoff_threshold"]
+    # The gateway decides from it whether this engine may generate over a fresh correction.
+    assert retrieval["hotfix_follow_rate"] == m["hotfix_follow_rate"]
     assert retrieval["index"]["tokens"] == "cjk-char-1+2gram+ascii-word"
 
 

@@ -85,3 +85,53 @@ def test_a_damaged_knowledge_base_hands_off_instead_of_failing(tmp_path: Path) -
         await db.dispose()
 
     asyncio.run(run())
+
+
+def test_an_engine_that_does_not_follow_its_references_serves_approved_corrections_as_is(tmp_path: Path) -> None:
+    """The tiny base answers an edited reference with another entry's text (measured: 0 of 20 corrections followed,
+    every answer wrong), so an engine below the follow bar serves the approved text of what changed since its
+    dataset — and only that: untouched entries, hand-offs and engines that follow are answered by the model."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/kefu.db"
+    upgrade_database(url)
+    store = ArtifactStore(tmp_path)
+    store.path("datasets", "ds-a").mkdir(parents=True)
+    (store.path("datasets", "ds-a") / KNOWLEDGE_FILE).write_bytes(to_jsonl(entries_from_rows(FAQ)))
+    corrected, added = "在订单页点击「申请退款」，5个工作日内到账。", "在费用中心申请。"
+
+    async def run() -> None:
+        db = make_engine(url)
+        sessions = make_sessionmaker(db)
+        async with sessions() as session, session.begin():
+            for engine_id, rate in (("e-tiny", 0.0), ("e-reader", 0.95), ("e-unmeasured", None)):
+                version = tmp_path / "repo" / engine_id
+                version.mkdir(parents=True)
+                retrieval = {"k": 1, "handoff_threshold": 0.3, "hotfix_follow_rate": rate}
+                (version / ENGINE_META).write_text(json.dumps({"retrieval": retrieval}), "utf-8")
+                session.add(
+                    Engine(engine_id=engine_id, model_id="m", dataset_id="ds-a", triton_model="kefu-chat",
+                           triton_version=1, precision="fp32", quality={}, passed_gate=True, uri=version.as_uri())
+                )  # fmt: skip
+        knowledge = Knowledge(sessions, store, follow_bar=0.8)
+        target = {e: Target(e, "m", "ds-a", "kefu-chat", 1, "live") for e in ("e-tiny", "e-reader", "e-unmeasured")}
+        assert (await knowledge.for_target(target["e-tiny"])).ground("如何申请退款？").verbatim is None  # no updates
+
+        async with sessions() as session, session.begin():
+            refund = entries_from_rows(FAQ)[0]
+            session.add(KnowledgeUpdate(entry_id=refund.entry_id, action="replace", question=refund.question,
+                                        answer=corrected, created_at=utcnow()))  # fmt: skip
+            session.add(KnowledgeUpdate(entry_id=entry_id_for("发票怎么开？"), action="add", question="发票怎么开？",
+                                        answer=added, created_at=utcnow()))  # fmt: skip
+        assert await knowledge.refresh() == 2
+        for engine_id in ("e-tiny", "e-unmeasured"):  # not shown to follow: the approved texts, as is
+            grounding = await knowledge.for_target(target[engine_id])
+            assert grounding.ground("退款怎么申请").verbatim == corrected
+            assert grounding.ground("请问发票怎么开呢").verbatim == added
+            assert grounding.ground("忘记密码怎么办？").verbatim is None  # untouched: the model answers
+            out_of_scope = grounding.ground("今天天气怎么样")
+            assert out_of_scope.handoff and out_of_scope.verbatim is None
+        reader = await knowledge.for_target(target["e-reader"])
+        refund_answer = reader.ground("退款怎么申请")
+        assert refund_answer.verbatim is None and corrected in refund_answer.context  # it generates over the fix
+        await db.dispose()
+
+    asyncio.run(run())
