@@ -18,7 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from libs.common.auth import CHAT_ROLES
 from proto.kefu.gateway.v1 import chat_pb2, chat_pb2_grpc
-from services.gateway.answering import AnswerStream
+from services.gateway.answer_stream import AnswerStream
 from services.gateway.conversation import conversation
 from services.gateway.core import Gateway
 from services.gateway.errors import GatewayError

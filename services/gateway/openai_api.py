@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from libs.common.http import Text, error_responses
 from libs.common.triton_stream import Sampling
-from services.gateway.answering import AnswerStream
+from services.gateway.answer_stream import AnswerStream
 from services.gateway.conversation import Conversation, conversation
 from services.gateway.deps import ChatCaller, GatewayDep
 from services.gateway.errors import GatewayError, invalid, unsupported
