@@ -82,7 +82,8 @@ class Grounding:
 
 
 class Knowledge:
-    def __init__(self, sessions: async_sessionmaker, artifacts: ArtifactStore, follow_bar: float = 0.8) -> None:
+    def __init__(self, sessions: async_sessionmaker, artifacts: ArtifactStore, follow_bar: float) -> None:
+        """``follow_bar``: the gateway's ``gateway_min_follow_rate``."""
         self.sessions, self.artifacts, self.follow_bar = sessions, artifacts, follow_bar
         self._manifests: dict[str, tuple[str, dict[str, Any] | None]] = {}  # engine → (dataset, retrieval)
         self._bases: dict[str, Retriever] = {}  # dataset → its knowledge base, indexed once

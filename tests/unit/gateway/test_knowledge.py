@@ -40,7 +40,7 @@ def test_each_engine_answers_from_its_dataset_and_every_update_reaches_all(tmp_p
                     Engine(engine_id=engine_id, model_id="m", dataset_id=dataset, triton_model="kefu-chat",
                            triton_version=1, precision="fp32", quality={}, passed_gate=True, uri=version.as_uri())
                 )  # fmt: skip
-        knowledge = Knowledge(sessions, store)
+        knowledge = Knowledge(sessions, store, follow_bar=0.8)
         target = {e: Target(e, "m", d, "kefu-chat", 1, "live") for e, d in (("e-a", "ds-a"), ("e-b", "ds-b"))}
         a = await knowledge.for_target(target["e-a"])
         assert (a.k, a.threshold, len(a.retriever)) == (2, 0.3, 2)
@@ -79,7 +79,8 @@ def test_a_damaged_knowledge_base_hands_off_instead_of_failing(tmp_path: Path) -
                 Engine(engine_id="e-bad", model_id="m", dataset_id="ds-bad", triton_model="kefu-chat",
                        triton_version=1, precision="fp32", quality={}, passed_gate=True, uri=version.as_uri())
             )  # fmt: skip
-        grounding = await Knowledge(sessions, store).for_target(Target("e-bad", "m", "ds-bad", "kefu-chat", 1, "live"))
+        knowledge = Knowledge(sessions, store, follow_bar=0.8)
+        grounding = await knowledge.for_target(Target("e-bad", "m", "ds-bad", "kefu-chat", 1, "live"))
         found = grounding.search("如何申请退款？")
         assert found is not None and found.hits == [] and found.confidence < grounding.threshold
         await db.dispose()
