@@ -127,8 +127,9 @@ def test_agent_corrects_an_answer_and_sees_it_live(fb_settings: Settings, browse
         # Back in the log, the answer shows its correction, released.
         browser.find_element(By.ID, "tab-answers").click()
         search(browser, "退款", "flagged")
+        # The search swaps the list in place: the row is judged inside the wait, where a stale element is retried.
         wait.until(lambda d: flag_status(d, ids["wrong"]) == "released")
-        assert TODAY_FIX in log_row(browser, ids["wrong"]).text and "已发布" in log_row(browser, ids["wrong"]).text
+        wait.until(lambda d: TODAY_FIX in log_row(d, ids["wrong"]).text and "已发布" in log_row(d, ids["wrong"]).text)
 
         # The English switch keeps the signed-in tab and renders everything in English.
         browser.find_element(By.ID, "lang-en").click()
@@ -136,7 +137,7 @@ def test_agent_corrects_an_answer_and_sees_it_live(fb_settings: Settings, browse
         assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
         assert "agent console" in browser.title and "Answers log" in browser.find_element(By.ID, "tab-answers").text
         search(browser, "退款")
-        wait.until(lambda d: flag_status(d, ids["wrong"]) == "released")
-        assert "released" in log_row(browser, ids["wrong"]).text and "已发布" not in browser.page_source
+        wait.until(lambda d: "released" in log_row(d, ids["wrong"]).text and "已发布" not in d.page_source)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#answers article.answer")) == 1)
         browser.find_element(By.ID, "lang-zh").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "tab-answers"), "回答记录"))
