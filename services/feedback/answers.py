@@ -45,6 +45,7 @@ class AnswerRow:
     conversation_id: str | None
     status: str
     handoff: bool
+    verbatim: bool  # an approved correction served as agents wrote it (the engine could not follow it yet)
     entry_ids: list[str]
     retrieval_scores: list[float]
     confidence: float | None
@@ -152,6 +153,7 @@ def _row(a: Answer, flag: FlagBrief | None) -> AnswerRow:
         conversation_id=a.conversation_id,
         status=a.status,
         handoff=bool(a.handoff),
+        verbatim=bool(a.verbatim),
         entry_ids=[str(e) for e in a.entry_ids or []],
         retrieval_scores=[float(s) for s in a.retrieval_scores or []],
         confidence=a.confidence,

@@ -34,6 +34,8 @@ ZH: dict[str, str] = {
     "outcome_answered": "已回答",
     "outcome_handed_off": "转人工",
     "outcome_flagged": "已标记",
+    "verbatim": "审核原文",
+    "verbatim_hint": "按审核通过的更正原文回复：当前引擎尚未学会这条更正，重新训练后由模型生成",
     "engine": "引擎",
     "conversation": "对话",
     "show_conversation": "查看整段对话",
@@ -121,6 +123,11 @@ EN: dict[str, str] = {
     "outcome_answered": "answered",
     "outcome_handed_off": "handed off",
     "outcome_flagged": "flagged",
+    "verbatim": "approved text",
+    "verbatim_hint": (
+        "Served as the approved correction reads: the live engine has not learned it yet; "
+        "the retrained engine generates it"
+    ),
     "engine": "Engine",
     "conversation": "Conversation",
     "show_conversation": "Show the whole conversation",

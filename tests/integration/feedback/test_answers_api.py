@@ -24,6 +24,7 @@ async def add_logged(
     handoff: bool = False,
     at: datetime = NOW,
     conversation: str | None = None,
+    verbatim: bool = False,
 ) -> str:
     """An answer row as the gateway logs it, with grounding and timing."""
     async with sessions() as session, session.begin():
@@ -44,6 +45,7 @@ async def add_logged(
                 latency_ms=87.0,
                 created_at=at,
                 conversation_id=conversation,
+                verbatim=verbatim,
             )
         )
     return answer_id
@@ -95,6 +97,9 @@ async def test_answers_log_filters_pages_and_errors(fb_settings: Settings, fb_se
     await add_logged(fb_sessions, "ans-old", "发票怎么开？", "请联系销售。", at=old)
     await add_logged(fb_sessions, "ans-new", "怎样退款？", "7天内可申请退款。", engine="eng-canary", conversation="c-1")
     await add_logged(fb_sessions, "ans-off", "支持数字人民币吗？", "请联系人工客服。", handoff=True, conversation="c-1")
+    # An approved correction the live engine could not follow yet, served as agents wrote it.
+    fixed_at = NOW - timedelta(days=2)
+    await add_logged(fb_sessions, "ans-fix", "备案要几天？", "一般20个工作日。", verbatim=True, at=fixed_at)
     for i in range(23):
         await add_logged(fb_sessions, f"ans-bulk-{i:02}", f"批量问题 {i}", "100% 退款", at=old - timedelta(minutes=i))
     agent = {"X-API-Key": await add_key(fb_sessions, "agent")}
@@ -107,14 +112,20 @@ async def test_answers_log_filters_pages_and_errors(fb_settings: Settings, fb_se
                 return [a["answer_id"] for a in response.json()["answers"]]
 
             first = (await c.get("/v1/answers")).json()
-            assert first["total"] == 26 and first["pages"] == 2 and first["page"] == 1 and first["per_page"] == 20
+            assert first["total"] == 27 and first["pages"] == 2 and first["page"] == 1 and first["per_page"] == 20
             assert [a["answer_id"] for a in first["answers"][:2]] in (["ans-new", "ans-off"], ["ans-off", "ans-new"])
             row = next(a for a in first["answers"] if a["answer_id"] == "ans-new")
             assert row["entry_ids"] == ["kb-invoice", "kb-refund"] and row["retrieval_scores"] == [4.5, 1.5]
             assert row["latency_ms"] == 87.0 and row["engine_id"] == "eng-canary" and row["outcome"] == "answered"
             assert row["question"] == "怎样退款？" and row["answer"] == "7天内可申请退款。" and row["flag"] is None
+            assert row["verbatim"] is False
+            fixed = (await c.get("/v1/answers", params={"q": "备案"})).json()["answers"]
+            assert [(a["answer_id"], a["verbatim"], a["outcome"]) for a in fixed] == [("ans-fix", True, "answered")]
+            marked = await c.get("/ui/answers", params={"q": "备案"})
+            assert 'data-field="verbatim"' in marked.text and "审核原文" in marked.text
+            assert 'data-field="verbatim"' not in (await c.get("/ui/answers", params={"q": "退款"})).text
             second = (await c.get("/v1/answers", params={"page": 2})).json()
-            assert len(second["answers"]) == 6 and second["answers"][-1]["answer_id"] == "ans-bulk-22"  # oldest last
+            assert len(second["answers"]) == 7 and second["answers"][-1]["answer_id"] == "ans-bulk-22"  # oldest last
 
             assert await ids(q="发票") == ["ans-old"]
             assert await ids(q="退款", per_page=100) == ["ans-new"] + [f"ans-bulk-{i:02}" for i in range(23)]
@@ -123,7 +134,7 @@ async def test_answers_log_filters_pages_and_errors(fb_settings: Settings, fb_se
             assert await ids(engine="eng-canary") == ["ans-new"]
             assert sorted(await ids(conversation="c-1")) == ["ans-new", "ans-off"]  # one chat, both turns
             assert await ids(outcome="handed_off") == ["ans-off"]
-            assert len(await ids(outcome="", per_page=100)) == 26  # an empty select means any outcome
+            assert len(await ids(outcome="", per_page=100)) == 27  # an empty select means any outcome
             assert await ids(since=NOW.date().isoformat(), outcome="answered") == ["ans-new"]
             assert await ids(until=(NOW - timedelta(days=1)).date().isoformat(), q="发票") == ["ans-old"]
 
