@@ -70,6 +70,14 @@ def test_everyday_variants_fold_to_the_faq_word() -> None:
     assert tokens("密码忘了咋办") == tokens("密码忘记怎么办")
     assert tokens("帐户多少钱") == tokens("账号费用")
     assert tokens("咋样") == tokens("怎么")  # the longest variant wins, so no half-folded leftovers
+    assert tokens("以前的手机号不用了") == tokens("原手机号停用")
+    assert tokens("公司认证要交的资料") == tokens("企业认证要交的材料")
+
+
+def test_one_character_folds_leave_other_words_alone() -> None:
+    assert "退款" in tokens("能退吗") and "修改" in tokens("换手机号")
+    for word in ("退出登录", "切换地域", "兑换代金券", "退回原账户"):
+        assert "退款" not in tokens(word) and "修改" not in tokens(word), word
 
 
 def test_the_faq_question_itself_is_found_first_with_full_confidence(sample: Retriever) -> None:
@@ -84,6 +92,9 @@ def test_the_faq_question_itself_is_found_first_with_full_confidence(sample: Ret
     [
         ("登录密码忘了，该怎么找回？", "忘记登录密码怎么办？"),
         ("请问CloudMax的账号要怎么注册", "如何注册CloudMax账号？"),
+        ("当初认证选的是个人，能不能升级成公司主体", "个人认证可以变更为企业认证吗？"),
+        ("买了包年的服务器，才两天不想要了能全退吗", "哪些情况可以申请退款？"),
+        ("证书过期了网站会怎么样", "SSL证书到期了会怎样？"),
     ],
 )
 def test_reworded_questions_find_their_entry(sample: Retriever, question: str, faq_question: str) -> None:
