@@ -78,6 +78,8 @@ def test_one_character_folds_leave_other_words_alone() -> None:
     assert "退款" in tokens("能退吗") and "修改" in tokens("换手机号")
     for word in ("退出登录", "切换地域", "兑换代金券", "退回原账户"):
         assert "退款" not in tokens(word) and "修改" not in tokens(word), word
+    # "你们公司…" asks about the company itself (out of scope): only company compounds fold to the enterprise words.
+    assert "企业" not in tokens("你们公司在哪") and "企业" in tokens("公司认证")
 
 
 def test_the_faq_question_itself_is_found_first_with_full_confidence(sample: Retriever) -> None:
