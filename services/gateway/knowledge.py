@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from libs.common.artifacts import ENGINE_META, ArtifactStore
 from libs.common.knowledge import Entry, load_knowledge
 from libs.common.prompting import grounded_context
-from libs.common.retrieval import Retrieval, Retriever
+from libs.common.retrieval import PARAMS, Retrieval, Retriever
 from libs.common.tables import Engine, KnowledgeUpdate
 from services.gateway import metrics
 from services.gateway.routing import Target
@@ -101,6 +101,11 @@ class Knowledge:
                 if await self._load_updates():  # engines already served must see them too, not only this one
                     self._grounding = {engine: self._build(engine) for engine in self._grounding}
                 retrieval = await engine_retrieval(self.sessions, self.artifacts, target.engine_id)
+                if changed := index_changes(retrieval):
+                    # Served all the same (the old tables are not kept), but its references and hand-off threshold
+                    # were measured with the recorded index: an operator should know to retrain it.
+                    log.warning("engine %s was trained with other retrieval settings (%s); retrain it to serve it "
+                                "with this version's", target.engine_id, changed)  # fmt: skip
                 self._manifests[target.engine_id] = (target.dataset_id, retrieval)
                 if retrieval is not None and target.dataset_id not in self._bases:
                     self._bases[target.dataset_id] = await asyncio.to_thread(self._index, target.dataset_id)
@@ -160,6 +165,15 @@ class Knowledge:
             trained = {e.entry_id: e for e in base.entries}
             as_is = frozenset(e.entry_id for e in current.entries if trained.get(e.entry_id) != e)
         return Grounding(current, int(retrieval["k"]), float(retrieval["handoff_threshold"]), as_is)
+
+
+def index_changes(retrieval: dict | None) -> str:
+    """What differs between the index an engine was trained with (``retrieval["index"]``) and this version's
+    (``libs.common.retrieval.PARAMS``), e.g. ``synonyms 46 → 137``; "" when they agree or nothing was recorded."""
+    recorded = (retrieval or {}).get("index") or {}
+    return ", ".join(
+        f"{key} {recorded[key]} → {value}" for key, value in PARAMS.items() if recorded.get(key, value) != value
+    )
 
 
 async def engine_retrieval(sessions: async_sessionmaker, artifacts: ArtifactStore, engine_id: str) -> dict | None:

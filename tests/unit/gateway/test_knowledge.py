@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
+
+import pytest
 
 from libs.common.artifacts import ENGINE_META, ArtifactStore
 from libs.common.db import make_engine, make_sessionmaker, upgrade_database
 from libs.common.knowledge import KNOWLEDGE_FILE, entries_from_rows, entry_id_for, to_jsonl
+from libs.common.retrieval import PARAMS
 from libs.common.tables import Engine, KnowledgeUpdate, utcnow
-from services.gateway.knowledge import Knowledge
+from services.gateway.knowledge import Knowledge, index_changes
 from services.gateway.routing import Target
 
 FAQ = [("如何申请退款？", "在订单页申请退款。"), ("忘记密码怎么办？", "在登录页点击忘记密码。")]
 
 
-def test_each_engine_answers_from_its_dataset_and_every_update_reaches_all(tmp_path: Path) -> None:
+def test_each_engine_answers_from_its_dataset_and_every_update_reaches_all(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/kefu.db"
     upgrade_database(url)
     store = ArtifactStore(tmp_path)
@@ -30,7 +36,8 @@ def test_each_engine_answers_from_its_dataset_and_every_update_reaches_all(tmp_p
         async with sessions() as session, session.begin():
             for engine_id, dataset, retrieval in (
                 ("e-a", "ds-a", {"k": 2, "handoff_threshold": 0.3}),
-                ("e-b", "ds-b", {"k": 1, "handoff_threshold": 0.5}),
+                # Trained with an older synonym table: served all the same, with a warning to retrain it.
+                ("e-b", "ds-b", {"k": 1, "handoff_threshold": 0.5, "index": {**PARAMS, "synonyms": 46}}),
                 ("e-old", "ds-a", None),  # trained before grounding: served as it was trained
             ):
                 version = tmp_path / "repo" / engine_id
@@ -44,6 +51,7 @@ def test_each_engine_answers_from_its_dataset_and_every_update_reaches_all(tmp_p
         target = {e: Target(e, "m", d, "kefu-chat", 1, "live") for e, d in (("e-a", "ds-a"), ("e-b", "ds-b"))}
         a = await knowledge.for_target(target["e-a"])
         assert (a.k, a.threshold, len(a.retriever)) == (2, 0.3, 2)
+        assert "other retrieval settings" not in caplog.text
         assert (await knowledge.for_target(Target("e-old", "m", "ds-a", "kefu-chat", 1, "live"))).search("退款") is None
 
         question = "发票怎么开？"
@@ -51,8 +59,11 @@ def test_each_engine_answers_from_its_dataset_and_every_update_reaches_all(tmp_p
             session.add(KnowledgeUpdate(entry_id=entry_id_for(question), action="add", question=question,
                                         answer="在费用中心申请。", created_at=utcnow()))  # fmt: skip
         # A new engine is served first: the update it loads must reach the engine already served as well.
-        b = await knowledge.for_target(target["e-b"])
+        with caplog.at_level(logging.WARNING, logger="kefu.gateway.knowledge"):
+            b = await knowledge.for_target(target["e-b"])
         assert (b.k, b.threshold, len(b.retriever)) == (1, 0.5, 2)
+        warned = f"engine e-b was trained with other retrieval settings (synonyms 46 → {PARAMS['synonyms']})"
+        assert warned in caplog.text
         for grounding in (b, await knowledge.for_target(target["e-a"])):
             assert grounding.search("请问发票怎么开呢").hits[0].entry.entry_id == entry_id_for(question)
         assert await knowledge.refresh() == 0  # nothing newer
@@ -136,3 +147,11 @@ def test_an_engine_that_does_not_follow_its_references_serves_approved_correctio
         await db.dispose()
 
     asyncio.run(run())
+
+
+def test_index_changes_name_what_differs_from_this_version() -> None:
+    assert index_changes(None) == "" and index_changes({"k": 1}) == ""  # nothing recorded: nothing to compare
+    assert index_changes({"index": dict(PARAMS)}) == ""
+    assert index_changes({"index": {**PARAMS, "k1": 1.5, "synonyms": 46}}) == (
+        f"synonyms 46 → {PARAMS['synonyms']}, k1 1.5 → {PARAMS['k1']}"
+    )
