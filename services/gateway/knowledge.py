@@ -169,10 +169,13 @@ class Knowledge:
 
 def index_changes(retrieval: dict | None) -> str:
     """What differs between the index an engine was trained with (``retrieval["index"]``) and this version's
-    (``libs.common.retrieval.PARAMS``), e.g. ``synonyms 46 → 137``; "" when they agree or nothing was recorded."""
+    (``libs.common.retrieval.PARAMS``), e.g. ``synonyms 46 → 137``; a setting the record lacks (added since) shows
+    as ``—``; "" when they agree or nothing was recorded."""
     recorded = (retrieval or {}).get("index") or {}
+    if not recorded:
+        return ""
     return ", ".join(
-        f"{key} {recorded[key]} → {value}" for key, value in PARAMS.items() if recorded.get(key, value) != value
+        f"{key} {recorded.get(key, '—')} → {value}" for key, value in PARAMS.items() if recorded.get(key) != value
     )
 
 

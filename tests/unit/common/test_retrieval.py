@@ -16,7 +16,7 @@ from libs.common.knowledge import (
     read_entries,
     to_jsonl,
 )
-from libs.common.retrieval import Retriever, calibrate_threshold, tokens
+from libs.common.retrieval import Retriever, calibrate_threshold, information, tokens
 
 SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample" / "cloudmax_faq.jsonl"
 
@@ -109,6 +109,25 @@ def test_an_unrelated_question_has_low_confidence(sample: Retriever) -> None:
     unrelated = sample.search("今天上海天气怎么样，会下雨吗", 2).confidence
     assert unrelated < 0.3 < related
     assert sample.search("？？？", 2).hits == [] and sample.search("？？？", 2).confidence == 0.0
+
+
+def test_characters_weigh_by_their_information_in_general_chinese() -> None:
+    table, unseen = information()
+    assert table["的"] < table["想"] < table["密"] < table["烧"] < unseen  # everyday … rare … never seen
+    assert all(value > 0 for value in table.values())
+
+
+def test_everyday_words_left_unmatched_cost_less_confidence_than_a_rare_topic() -> None:
+    """Both questions match the entry's 密码 and leave three characters unmatched: everyday ones (想不起) barely
+    lower confidence, a rare topic (红烧肉) sinks it. Weighted by the base's own idf, all six characters are equally
+    unseen and the two questions scored the same."""
+    base = Retriever(entries_from_rows([("忘记登录密码怎么办？", "在登录页点击「忘记密码」，按提示重置。"),
+                                        ("如何申请发票？", "在「费用中心」申请开票。")]))  # fmt: skip
+    everyday, rare = base.search("密码想不起", 1), base.search("密码红烧肉", 1)
+    assert everyday.hits[0].entry.question == rare.hits[0].entry.question == "忘记登录密码怎么办？"
+    assert everyday.confidence > 0.6 > 0.45 > rare.confidence
+    # Filler words ("请问", "怎么", "一下") say nothing about what is asked: they neither add nor cost confidence.
+    assert base.search("请问发票怎么申请一下", 1).confidence == base.search("发票申请", 1).confidence == 1.0
 
 
 def test_an_empty_base_finds_nothing() -> None:

@@ -18,7 +18,7 @@ from services.gateway.params import sampling, stop_strings
 from services.gateway.stopping import StopCutter
 
 DATA = Path(__file__).resolve().parents[3] / "data" / "sample"
-THRESHOLD = 0.262  # what the demo's engine was calibrated to on the sample FAQ
+THRESHOLD = 0.494  # what the trainer calibrated on the sample FAQ (demo, seed 0)
 
 
 def faq_grounding() -> Grounding:
@@ -39,21 +39,21 @@ def test_blend_lets_the_previous_turn_break_a_tie_but_not_outvote_the_question()
 
 def test_follow_up_is_retrieved_with_the_previous_user_turn() -> None:
     g = faq_grounding()
-    alone = g.ground("快用完时能提醒我吗？")
-    assert alone.handoff or alone.entry_ids[0] != "如何设置余额预警？"  # alone it means nothing
-    followed = ground(g, "快用完时能提醒我吗？", "怎么查账户余额？")
-    assert followed.entry_ids == ["如何设置余额预警？"] and not followed.handoff and "预警" in followed.context
-    assert ground(g, "快用完时能提醒我吗？", "") == alone  # no previous turn: exactly single-turn retrieval
+    alone = g.ground("名字起错了能改吗？")
+    assert alone.handoff  # alone, too little of it is about any one entry
+    followed = ground(g, "名字起错了能改吗？", "存储桶怎么设置成私有读写？")
+    assert followed.entry_ids == ["存储桶的名称可以修改吗？"] and not followed.handoff and "名称" in followed.context
+    assert ground(g, "名字起错了能改吗？", "") == alone  # no previous turn: exactly single-turn retrieval
 
 
 def test_a_follow_up_that_cannot_stand_alone_stays_on_the_previous_topic() -> None:
     g = faq_grounding()
-    # Alone, "修改"-like words pull in the ticket entry ("可以修改已经提交的工单吗？"), below the threshold.
-    alone = g.search("我已经做了个人的，能改吗？")
+    # Alone it finds the complaints entry ("如何投诉或建议？"), below the threshold.
+    alone = g.search("怎么转到你们这里？")
     assert alone is not None and alone.confidence < THRESHOLD
-    assert alone.hits[0].entry.entry_id == "可以修改已经提交的工单吗？"
-    followed = ground(g, "我已经做了个人的，能改吗？", "企业认证要准备什么材料？")
-    assert followed.entry_ids == ["个人认证可以变更为企业认证吗？"] and not followed.handoff
+    assert alone.hits[0].entry.entry_id == "如何投诉或建议？"
+    followed = ground(g, "怎么转到你们这里？", "我的域名快到期了怎么办？")
+    assert followed.entry_ids == ["如何把域名转入CloudMax？"] and not followed.handoff
     # A question that stands on its own is not pulled into the previous topic.
     own = g.ground("域名转入要多少天？").entry_ids
     assert ground(g, "域名转入要多少天？", "企业认证要准备什么材料？").entry_ids == own

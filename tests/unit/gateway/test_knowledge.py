@@ -155,3 +155,7 @@ def test_index_changes_name_what_differs_from_this_version() -> None:
     assert index_changes({"index": {**PARAMS, "k1": 1.5, "synonyms": 46}}) == (
         f"synonyms 46 → {PARAMS['synonyms']}, k1 1.5 → {PARAMS['k1']}"
     )
+    # An engine recorded before a setting existed (the information-weighted confidence): its threshold was
+    # calibrated on the old measure, so the missing setting counts as a difference.
+    before = {key: value for key, value in PARAMS.items() if key != "confidence"}
+    assert index_changes({"index": before}) == f"confidence — → {PARAMS['confidence']}"
