@@ -36,9 +36,9 @@ TOPIC_ENTRIES = 10
 #: entry. Measured (follow-ups right / out-of-scope questions after an in-scope turn handed off, of 60 — the demo's
 #: 12 and the test fixture's 48 —; self-contained questions after an unrelated turn stay 34/40 throughout):
 #: 1 → 14/25, 49/60; 1/2 → 17/25, 44/60; 1/3 → 20/25, 41/60; 1/5 → 20/25, 28/60; the joined turns' confidence
-#: (before) 19/25, 33/60. With confidence weighted by general-Chinese information (libs/common/retrieval.py), the
-#: threshold's scale changed (0.26 → 0.49 on the sample FAQ): 1/2 → 20/25, 42/60; 2/3 → 20/25, 45/60;
-#: 3/4 → 20/25, 48/60; 4/5 → 19/25, 48/60 (self-contained questions after an unrelated turn 37/40 throughout).
+#: (before) 19/25, 33/60. With confidence weighted by information × idf (libs/common/retrieval.py) the threshold's
+#: scale changed (0.26 → 0.40 on the sample FAQ): 1/2 → 20/25, 44/60; 2/3 → 19/25, 49/60; 3/4 → 19/25, 53/60;
+#: 0.85 → 18/25, 53/60 (self-contained questions after an unrelated turn 38/40 throughout).
 FOLLOW_UP_SHARE = 3 / 4
 
 

@@ -135,7 +135,7 @@ def test_unseen_topics_cross_against_the_sample(sample_reference: Reference) -> 
     result = _check(sample_reference, unseen)
     assert any(line.startswith("retrieval confidence") for line in result.crossed)
     far = result.figures["far_share"]
-    # Information-weighted confidence: chit-chat sits at ~0.1-0.4 (everyday characters such as 天, 北, 京 are in
-    # some entry), the sample's own questions held out from their entries at ~0.11 below the bar.
+    # Information-weighted confidence: chit-chat sits at ~0.1-0.45 (everyday characters such as 天, 北, 京 are in
+    # some entry), the sample's own questions held out from their entries at ~0.09 below the bar.
     assert far["current"] >= 0.6 and far["reference"] <= 0.15
     assert any(line.startswith("far from every entry") for line in result.crossed)
