@@ -56,8 +56,8 @@ async def test_far_questions_publish_quality_drift(fb_settings: Settings, fb_ses
     assert event["engine_id"] == "eng-live" and event["dataset_id"] == dataset_id
     assert event["questions"] == len(in_scope) + 80 and event["crossed"] == loud["crossed"]
     assert any(line.startswith("retrieval confidence") for line in event["crossed"])
-    # 3 of the 5 unseen topics fall below the far bar (明天北京天气 and 推荐一部好看的电影 share characters with entries):
-    # 48 of 120 questions, against ~0.09 of the reference.
+    # 3 of the 5 unseen topics fall below the far bar (明天北京天气 and 推荐一部好看的电影 share characters with
+    # entries): 48 of 120 questions, against ~0.09 of the reference.
     assert event["figures"]["far_share"]["current"] >= 0.4 > 0.15 >= event["figures"]["far_share"]["reference"]
     assert event["figures"]["confidence"]["ks_p_value"] < 0.01
     assert [c["count"] for c in clusters] == [16] * 5

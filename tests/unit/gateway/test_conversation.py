@@ -42,7 +42,8 @@ def test_follow_up_is_retrieved_with_the_previous_user_turn() -> None:
     alone = g.ground("一个号码能弄几个？")
     assert alone.handoff  # alone, too little of it is about any one entry
     followed = ground(g, "一个号码能弄几个？", "怎么注册CloudMax账号？")
-    assert followed.entry_ids == ["一个手机号可以注册几个账号？"] and not followed.handoff and "手机号" in followed.context
+    assert followed.entry_ids == ["一个手机号可以注册几个账号？"] and not followed.handoff
+    assert "手机号" in followed.context
     assert ground(g, "一个号码能弄几个？", "") == alone  # no previous turn: exactly single-turn retrieval
 
 
