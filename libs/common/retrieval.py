@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import bm25s
 import numpy as np
+import scipy.sparse
 
 from libs.common.knowledge import Entry
 
@@ -172,6 +173,9 @@ class Retriever:
         self._bm25 = bm25s.BM25(k1=k1, b=b)
         if docs:
             self._bm25.index(docs, show_progress=False)
+            index = self._bm25.scores  # bm25s's term scores, token-major: viewed as a sparse matrix, not copied
+            shape = (index["num_docs"], len(index["indptr"]) - 1)
+            self._terms = scipy.sparse.csc_matrix((index["data"], index["indices"], index["indptr"]), shape=shape)
         self._position = {e.entry_id: i for i, e in enumerate(self._base)}
         self._hidden = np.zeros(len(self._base), dtype=bool)
         self._overlay: dict[str, tuple[Entry, Counter[str], int]] = {}
@@ -229,15 +233,11 @@ class Retriever:
         }
 
     def _weighted_scores(self, weights: dict[str, float]) -> np.ndarray:
-        """Every entry's BM25 score with each query token's term scores multiplied by its weight. bm25s takes no
-        per-token query weights, so its precomputed term scores (a token-major sparse matrix) are summed here."""
-        index = self._bm25.scores
-        ids = np.fromiter((self._bm25.vocab_dict[t] for t in weights), dtype=np.int64, count=len(weights))
-        starts, ends = index["indptr"][ids], index["indptr"][ids + 1]
-        spans = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)])
-        term_weights = np.repeat(np.fromiter(weights.values(), dtype=np.float64, count=len(weights)), ends - starts)
-        found = index["data"][spans] * term_weights
-        return np.bincount(index["indices"][spans], weights=found, minlength=index["num_docs"])
+        """Every entry's BM25 score with each query token's term scores multiplied by its weight: bm25s takes no
+        per-token query weights, so its precomputed term scores (entries × tokens) are combined here."""
+        vocab = self._bm25.vocab_dict
+        ids = np.fromiter((vocab[t] for t in weights), dtype=np.int64, count=len(weights))
+        return self._terms[:, ids] @ np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
 
     def coverage(self, question: str, entry: Entry) -> float:
         """The information-weighted share of ``question``'s characters that ``entry`` contains (``confidence``'s
