@@ -223,7 +223,7 @@ class Retriever:
 
     def _content(self, question: str) -> dict[str, float]:
         """A question's characters and ASCII words, filler words ("怎么", "请问") left out, each weighted by its
-        information in general Chinese times its idf in this base (as a share of the idf of a unit it lacks)."""
+        information in general Chinese times its idf in this base (0..1: relative to a unit no entry has)."""
         table, unseen = information()
         found = _UNIT.findall(_FILLER.sub(" ", _fold(question)))
         return {
