@@ -32,7 +32,7 @@ from libs.common.retrieval import FILLERS, tokens
 class Thresholds:
     max_p_value: float = 0.01
     min_statistic: float = 0.2
-    far_confidence: float = 0.25
+    far_confidence: float = 0.2  # the gateway's unseen-topic bucket (metrics, alerts) uses the same bar
     max_far_increase: float = 0.15  # absolute: 0.05 → 0.20 of questions far from every entry crosses
     min_questions: int = 30  # fewer customer questions in the window: reported, never judged
 

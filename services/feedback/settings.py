@@ -38,7 +38,7 @@ class Settings(KefuSettings):
         default=0.2, ge=0, le=1, description="… and a KS statistic at least this: the distributions differ."
     )
     feedback_drift_far_confidence: float = Field(
-        default=0.25, ge=0, le=1, description="A question whose retrieval confidence is below this is 'far'."
+        default=0.2, ge=0, le=1, description="A question whose retrieval confidence is below this is 'far'."
     )
     feedback_drift_max_far_increase: float = Field(
         default=0.15, ge=0, le=1, description="Alert when the share of far questions rises by more than this."
