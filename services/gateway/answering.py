@@ -32,6 +32,7 @@ from services.gateway.answer_stream import TRITON_ERRORS, AnswerStream, fixed_de
 from services.gateway.conversation import Conversation
 from services.gateway.errors import GatewayError, invalid
 from services.gateway.knowledge import Knowledge
+from services.gateway.opening_check import checked
 from services.gateway.routing import Router, Target
 from services.gateway.settings import Settings
 
@@ -160,6 +161,9 @@ class Answerer:
                 sampling=sampling,
                 logprobs=logprobs,
             )
+            if grounding.min_support > 0 and grounded.context:
+                deltas = checked(deltas, grounded.context, grounding.min_support, self.settings.handoff_text(), row,
+                                 target.state)  # fmt: skip
         first_delta = anext(deltas)  # sends the Triton request once awaited
         if opened is not None:
             opened(answer_id, target)

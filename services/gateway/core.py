@@ -39,7 +39,9 @@ class Gateway:
             cache_seconds=settings.gateway_key_cache_seconds,
             limiter=make_limiter(settings.redis_url, timeout=settings.gateway_redis_timeout_seconds),
         )
-        knowledge = Knowledge(runtime.sessions, runtime.artifacts, settings.gateway_min_follow_rate)
+        knowledge = Knowledge(
+            runtime.sessions, runtime.artifacts, settings.gateway_min_follow_rate, settings.gateway_answer_check
+        )
         answerer = Answerer(triton, router, answer_log, settings, knowledge)
         shadow = ShadowReplay(runtime.sessions, runtime.artifacts, triton, router, knowledge, settings)
         return cls(settings, runtime, triton, access, router, answer_log, knowledge, answerer, shadow)

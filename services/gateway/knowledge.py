@@ -54,6 +54,9 @@ class Grounding:
     threshold: float | None  # None: the engine was trained without references: no retrieval, no hand-off
     #: Entries changed by approved updates since the engine's dataset, when the engine does not follow references.
     as_is: frozenset[str] = frozenset()
+    #: An answer whose opening is less supported by its references is handed off (``libs.common.answer_check``);
+    #: the engine's calibrated bar, 0 for none (engines trained before it, or a gateway with the check off).
+    min_support: float = 0.0
 
     def verbatim(self, top: Entry | None, handoff: bool) -> str | None:
         """The approved text to serve instead of the engine's answer when ``top`` (the best reference) is an update
@@ -82,9 +85,12 @@ class Grounding:
 
 
 class Knowledge:
-    def __init__(self, sessions: async_sessionmaker, artifacts: ArtifactStore, follow_bar: float) -> None:
-        """``follow_bar``: the gateway's ``gateway_min_follow_rate``."""
+    def __init__(
+        self, sessions: async_sessionmaker, artifacts: ArtifactStore, follow_bar: float, answer_check: bool = True
+    ) -> None:
+        """``follow_bar``: the gateway's ``gateway_min_follow_rate``; ``answer_check``: its ``gateway_answer_check``."""
         self.sessions, self.artifacts, self.follow_bar = sessions, artifacts, follow_bar
+        self.answer_check = answer_check
         self._manifests: dict[str, tuple[str, dict[str, Any] | None]] = {}  # engine → (dataset, retrieval)
         self._bases: dict[str, Retriever] = {}  # dataset → its knowledge base, indexed once
         self._grounding: dict[str, Grounding] = {}
@@ -164,7 +170,9 @@ class Knowledge:
         if (retrieval.get("hotfix_follow_rate") or 0.0) < self.follow_bar and self._updates:
             trained = {e.entry_id: e for e in base.entries}
             as_is = frozenset(e.entry_id for e in current.entries if trained.get(e.entry_id) != e)
-        return Grounding(current, int(retrieval["k"]), float(retrieval["handoff_threshold"]), as_is)
+        check = retrieval.get("answer_check") or {}
+        min_support = float(check.get("min_support") or 0.0) if self.answer_check else 0.0
+        return Grounding(current, int(retrieval["k"]), float(retrieval["handoff_threshold"]), as_is, min_support)
 
 
 def index_changes(retrieval: dict | None) -> str:

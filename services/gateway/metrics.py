@@ -38,7 +38,13 @@ TOTAL_TOKENS = Histogram(
 ROLLOUTS = Counter("kefu_gateway_rollouts", "Rollout decisions (live, canary, promoted, rolled_back).", ["action"])
 HANDOFFS = Counter(
     "kefu_gateway_handoffs",
-    "Questions handed to a human (retrieval confidence below the engine's threshold), by route (live|canary).",
+    "Questions handed to a human (retrieval confidence below the engine's threshold, or an answer the answer check "
+    "found not grounded in its references), by route (live|canary).",
+    ["route"],
+)
+UNGROUNDED = Counter(
+    "kefu_gateway_ungrounded_answers",
+    "Answers handed off by the answer check: their opening was not in their references, by route (live|canary).",
     ["route"],
 )
 RETRIEVAL_SECONDS = Histogram(

@@ -67,6 +67,11 @@ class Settings(KefuSettings):
         description="An engine whose measured hot-fix follow rate (edited reference -> edited answer) is below this "
         "serves approved corrections as is until retrained, instead of generating over them; 0 always generates.",
     )
+    gateway_answer_check: bool = Field(
+        default=True,
+        description="Hand off an answer whose opening is not in its references (below the engine's calibrated bar): "
+        "the first few characters are held back until judged. False streams every answer as generated.",
+    )
     rollout_poll_seconds: float = Field(default=1.0, gt=0, description="Routing refresh and canary checks.")
 
     def endpoints(self) -> dict[str, str]:

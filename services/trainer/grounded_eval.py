@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from libs.common import retrieval
+from libs.common import answer_check, retrieval
 from libs.common.knowledge import Entry
 from libs.common.retrieval import Retriever, calibrate_threshold
 from libs.common.scoring import score
@@ -108,6 +108,7 @@ def measure(
     samples: dict[str, Any] = {}
     sample = random.Random(config.seed).sample(heldout, min(config.paraphrase_probes, len(heldout)))
     answered = [(q, r) for q, r in sample if conf[q] >= threshold]
+    rows: list[FaqRow] = []
     if sample:
         rows = [grounding.serving_row(q, r.input, r.output, retriever, k) for q, r in answered]
         samples["paraphrase"] = evaluate_rows(model, tokenizer, rows, **gen)[1] if rows else []
@@ -115,6 +116,12 @@ def measure(
         overall = score(predictions, [r.output for r in rows] + [r.output for q, r in sample if conf[q] < threshold])
         metrics.update(paraphrase_exact_match=overall["exact_match"], paraphrase_char_f1=overall["char_f1"])
         metrics["paraphrase_n"] = float(len(sample))
+    # The gateway hands off an answer whose opening is not in its references below this bar (libs.common.answer_check)
+    right = [(s["prediction"], row.input) for s, row in zip(samples.get("paraphrase", []), rows, strict=True)
+             if s["prediction"] == s["reference"]]  # fmt: skip
+    supports = [x for answer, refs in right if (x := answer_check.opening_support(answer, refs)) is not None]
+    bar = answer_check.calibrate_bar(supports)
+    metrics["answer_check_bar"] = bar
     hotfix = grounding.hotfix_rows(prepared.originals["train"], retriever, k, config.seed, config.hotfix_probes)
     if hotfix:
         hot, samples["hotfix"] = evaluate_rows(model, tokenizer, hotfix, **gen)
@@ -134,5 +141,10 @@ def measure(
         # The gateway serves approved corrections through the model only when it follows edited references
         # (services/gateway/knowledge.py); None: not measured (no hot-fix probes).
         "hotfix_follow_rate": metrics.get("hotfix_follow_rate"),
+        "answer_check": {
+            "opening_bigrams": answer_check.OPENING_BIGRAMS,
+            "min_support": bar,
+            "right_answers": len(supports),
+        },
     }
     return metrics, samples, manifest

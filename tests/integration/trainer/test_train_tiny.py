@@ -11,6 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from libs.common.answer_check import MAX_BAR
 from libs.common.artifacts import tree_sha256
 from libs.common.prompting import chat_template_sha256, render_prompt, to_messages
 
@@ -72,6 +73,10 @@ def test_grounded_measures_and_the_calibrated_threshold(trained: dict[str, Any])
     # The gateway decides from it whether this engine may generate over a fresh correction.
     assert retrieval["hotfix_follow_rate"] == m["hotfix_follow_rate"]
     assert retrieval["index"]["tokens"] == "cjk-char-1+2gram+ascii-word"
+    # The tiny base answers from its references: every right held-out answer's opening is in them, so the gateway's
+    # answer check gets the highest bar, calibrated on those answers.
+    check = retrieval["answer_check"]
+    assert check["right_answers"] >= 5 and check["min_support"] == MAX_BAR == m["answer_check_bar"]
 
 
 def test_metrics_json_has_the_reported_keys(trained: dict[str, Any]) -> None:

@@ -35,7 +35,7 @@ def test_each_engine_answers_from_its_dataset_and_every_update_reaches_all(
         sessions = make_sessionmaker(db)
         async with sessions() as session, session.begin():
             for engine_id, dataset, retrieval in (
-                ("e-a", "ds-a", {"k": 2, "handoff_threshold": 0.3}),
+                ("e-a", "ds-a", {"k": 2, "handoff_threshold": 0.3, "answer_check": {"min_support": 0.5}}),
                 # Trained with an older synonym table: served all the same, with a warning to retrain it.
                 ("e-b", "ds-b", {"k": 1, "handoff_threshold": 0.5, "index": {**PARAMS, "synonyms": 46}}),
                 ("e-old", "ds-a", None),  # trained before grounding: served as it was trained
@@ -50,7 +50,7 @@ def test_each_engine_answers_from_its_dataset_and_every_update_reaches_all(
         knowledge = Knowledge(sessions, store, follow_bar=0.8)
         target = {e: Target(e, "m", d, "kefu-chat", 1, "live") for e, d in (("e-a", "ds-a"), ("e-b", "ds-b"))}
         a = await knowledge.for_target(target["e-a"])
-        assert (a.k, a.threshold, len(a.retriever)) == (2, 0.3, 2)
+        assert (a.k, a.threshold, len(a.retriever), a.min_support) == (2, 0.3, 2, 0.5)
         assert "other retrieval settings" not in caplog.text
         assert (await knowledge.for_target(Target("e-old", "m", "ds-a", "kefu-chat", 1, "live"))).search("退款") is None
 
@@ -61,7 +61,7 @@ def test_each_engine_answers_from_its_dataset_and_every_update_reaches_all(
         # A new engine is served first: the update it loads must reach the engine already served as well.
         with caplog.at_level(logging.WARNING, logger="kefu.gateway.knowledge"):
             b = await knowledge.for_target(target["e-b"])
-        assert (b.k, b.threshold, len(b.retriever)) == (1, 0.5, 2)
+        assert (b.k, b.threshold, len(b.retriever), b.min_support) == (1, 0.5, 2, 0.0)  # no calibrated bar: off
         warned = f"engine e-b was trained with other retrieval settings (synonyms 46 → {PARAMS['synonyms']})"
         assert warned in caplog.text
         for grounding in (b, await knowledge.for_target(target["e-a"])):
@@ -159,3 +159,31 @@ def test_index_changes_name_what_differs_from_this_version() -> None:
     # calibrated on the old measure, so the missing setting counts as a difference.
     before = {key: value for key, value in PARAMS.items() if key != "confidence"}
     assert index_changes({"index": before}) == f"confidence — → {PARAMS['confidence']}"
+
+
+def test_a_gateway_with_the_answer_check_off_holds_no_engine_to_its_bar(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/kefu.db"
+    upgrade_database(url)
+    store = ArtifactStore(tmp_path)
+    store.path("datasets", "ds-a").mkdir(parents=True)
+    (store.path("datasets", "ds-a") / KNOWLEDGE_FILE).write_bytes(to_jsonl(entries_from_rows(FAQ)))
+    version = tmp_path / "repo" / "e-a"
+    version.mkdir(parents=True)
+    retrieval = {"k": 1, "handoff_threshold": 0.3, "answer_check": {"min_support": 0.5}}
+    (version / ENGINE_META).write_text(json.dumps({"retrieval": retrieval}), "utf-8")
+
+    async def run() -> None:
+        db = make_engine(url)
+        sessions = make_sessionmaker(db)
+        async with sessions() as session, session.begin():
+            session.add(
+                Engine(engine_id="e-a", model_id="m", dataset_id="ds-a", triton_model="kefu-chat",
+                       triton_version=1, precision="fp32", quality={}, passed_gate=True, uri=version.as_uri())
+            )  # fmt: skip
+        target = Target("e-a", "m", "ds-a", "kefu-chat", 1, "live")
+        checked = await Knowledge(sessions, store, follow_bar=0.8).for_target(target)
+        unchecked = await Knowledge(sessions, store, follow_bar=0.8, answer_check=False).for_target(target)
+        assert (checked.min_support, unchecked.min_support) == (0.5, 0.0)
+        await db.dispose()
+
+    asyncio.run(run())
