@@ -34,8 +34,10 @@ def judged(answer: str, bigrams: int = OPENING_BIGRAMS) -> bool:
 
 
 def opening_support(answer: str, references: str, bigrams: int = OPENING_BIGRAMS) -> float | None:
-    """Share of the answer's first ``bigrams`` character bigrams found in ``references``; None when the answer has
-    no bigram at all (nothing to judge, e.g. "好。")."""
+    """Share of the answer's first ``bigrams`` character bigrams found in ``references``: 0 for an answer without a
+    letter or digit (blank lines are no answer), None for a single one (too short to judge, e.g. "是。")."""
+    if not _NOT_WORD.sub("", answer):
+        return 0.0
     opening = _bigrams(answer)[:bigrams]
     if not opening:
         return None

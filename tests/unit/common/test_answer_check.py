@@ -36,7 +36,7 @@ def test_an_answer_too_short_to_judge() -> None:
     assert not judged("好。")
     assert not judged("证书过期")  # 3 bigrams
     assert judged("证书过期后")
-    assert opening_support("好。", SSL) is None
+    assert opening_support("好。", SSL) is None  # one character: too short to judge
     assert opening_support("是", SSL) is None
 
 
@@ -49,6 +49,6 @@ def test_the_bar_keeps_right_answers_and_needs_evidence() -> None:
     assert calibrate_bar([0.5] * 1 + [1.0] * 199, keep=0.99) == MAX_BAR  # the lowest 1% may fall below it
 
 
-@pytest.mark.parametrize("answer", ["", "  ", "。！"])
-def test_nothing_to_judge(answer: str) -> None:
-    assert opening_support(answer, SSL) is None
+@pytest.mark.parametrize("answer", ["", "  ", "\n\n\n", "。！"])
+def test_an_answer_without_a_letter_or_digit_is_not_grounded(answer: str) -> None:
+    assert opening_support(answer, SSL) == 0.0

@@ -65,8 +65,10 @@ def test_an_answer_shorter_than_the_opening_is_judged_at_its_end() -> None:
     assert "".join(d.text for d in out) == "申请退款。" and "handoff" not in row
     out, row = run(Engine(["好", "的。"]))  # one bigram, not in the references
     assert [d.text for d in out] == [HANDOFF] and row["handoff"] is True
-    out, row = run(Engine(["是", "。"]))  # no bigram: nothing to judge
+    out, row = run(Engine(["是", "。"]))  # one character: too short to judge
     assert "".join(d.text for d in out) == "是。" and "handoff" not in row
+    out, row = run(Engine(["\n"] * 8))  # blank lines are no answer
+    assert [d.text for d in out] == [HANDOFF] and row["handoff"] is True
 
 
 def test_a_bar_of_zero_lets_everything_through() -> None:

@@ -1,0 +1,118 @@
+"""The answer check on the real stack: an engine with a calibrated bar whose answer's opening is not in its
+references gets the hand-off reply instead, on every API, logged and counted as a hand-off.
+
+The engine is the session's tiny export (random weights: it answers blank lines, which are no answer), installed as
+its own Triton model with a retrieval manifest that carries the trainer's bar. What the engine itself answers is read
+from Triton directly and judged first, so the test states what it relies on; tests/unit covers drifting answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import grpc
+import httpx
+import pytest
+
+from libs.common.answer_check import opening_support
+from libs.common.db import make_engine, make_sessionmaker, upgrade_database
+from libs.common.knowledge import KNOWLEDGE_FILE, entries_from_rows, entry_id_for, to_jsonl
+from libs.common.prompting import grounded_context
+from libs.common.retrieval import Retriever
+from libs.common.tables import Engine
+from libs.common.triton_stream import stream_answer
+from proto.kefu.gateway.v1 import chat_pb2, chat_pb2_grpc
+from tests.integration.conftest import FAQ, Built, Triton
+
+from .conftest import (
+    RunningGateway,
+    announce,
+    answer_row,
+    copy_version,
+    engine_event,
+    gateway_settings,
+    run_gateway,
+    wait_for_state,
+)
+
+pytestmark = pytest.mark.slow
+MODEL = "kefu-checked"
+DATASET = "ds-checked"
+BAR = 0.75
+QUESTION = "退款要怎么申请"
+
+
+@pytest.fixture(scope="module")
+async def checked(
+    tmp_path_factory: pytest.TempPathFactory, tansu: str, triton: Triton, triton_client, built: Built
+) -> AsyncIterator[RunningGateway]:
+    home = tmp_path_factory.mktemp("checked-home")
+    (home / "datasets" / DATASET).mkdir(parents=True)
+    (home / "datasets" / DATASET / KNOWLEDGE_FILE).write_bytes(to_jsonl(entries_from_rows(FAQ)))
+    version_dir = copy_version(built, MODEL, 1)
+    meta_path = version_dir / "kefu_engine.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["retrieval"] = {"k": 1, "handoff_threshold": 0.4, "answer_check": {"opening_bigrams": 4, "min_support": BAR}}
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    await triton_client.load_model(MODEL)
+    settings = gateway_settings(home, f"sqlite+aiosqlite:///{home}/kefu.db", tansu, triton.grpc_url)
+    settings = settings.model_copy(update={"triton_model_name": MODEL})
+    await asyncio.to_thread(upgrade_database, settings.effective_database_url)
+    async with run_gateway(settings) as gw:
+        event = engine_event("e-checked", MODEL, 1).model_copy(update={"dataset_id": DATASET})
+        engine = make_engine(settings.effective_database_url)
+        async with make_sessionmaker(engine)() as session, session.begin():
+            session.add(
+                Engine(
+                    engine_id=event.engine_id, model_id=event.model_id, dataset_id=DATASET, triton_model=MODEL,
+                    triton_version=1, precision="fp32", quality={}, passed_gate=True, uri=version_dir.as_uri(),
+                )
+            )  # fmt: skip
+        await engine.dispose()
+        await announce(settings, event)
+        await wait_for_state(settings, event.engine_id, "live")
+        await asyncio.sleep(settings.rollout_poll_seconds * 3)
+        yield gw
+    await triton_client.unload_model(MODEL)
+
+
+async def test_an_answer_not_drawn_from_its_references_is_handed_off(checked: RunningGateway, triton_client) -> None:
+    found = Retriever(entries_from_rows(FAQ)).search(QUESTION, 1)
+    context = grounded_context("", [(h.entry.question, h.entry.answer) for h in found.hits])
+    raw = "".join([d.text async for d in stream_answer(triton_client, MODEL, QUESTION, max_tokens=16, context=context)])
+    support = opening_support(raw, context)
+    assert support is not None and support < BAR, f"the engine's answer {raw!r} passes the check after all"
+
+    async with httpx.AsyncClient(timeout=60) as client:
+        whole = await client.post(
+            f"{checked.http}/chat/completions",
+            headers=checked.auth("app"),
+            json={"model": MODEL, "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 16},
+        )
+        assert whole.status_code == 200, whole.text
+        body = whole.json()
+        async with client.stream(
+            "POST",
+            f"{checked.http}/chat/completions",
+            headers=checked.auth("app"),
+            json={"model": MODEL, "messages": [{"role": "user", "content": QUESTION}], "stream": True},
+        ) as r:
+            chunks = [json.loads(line[6:]) for line in [x async for x in r.aiter_lines()] if line[6:].startswith("{")]
+        metrics = (await client.get(checked.http.removesuffix("/v1") + "/metrics")).text
+    reply = checked.settings.handoff_text()
+    # Retrieval was sure (the refund entry), the engine's answer was not from it: a human takes over.
+    assert body["kefu"]["entry_ids"] == [entry_id_for("如何申请退款？")] and body["kefu"]["confidence"] >= 0.4
+    assert body["kefu"]["handoff"] is True and body["choices"][0]["message"]["content"] == reply
+    assert body["choices"][0]["finish_reason"] == "stop"
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+    assert streamed == reply
+    row = await answer_row(checked, body["id"])
+    assert row.handoff is True and row.answer == reply and row.confidence >= 0.4
+    assert 'kefu_gateway_ungrounded_answers_total{route="live"} 2.0' in metrics
+
+    async with grpc.aio.insecure_channel(checked.grpc) as channel:
+        answer = await chat_pb2_grpc.ChatServiceStub(channel).Chat(
+            chat_pb2.ChatRequest(question=QUESTION), metadata=(("authorization", f"Bearer {checked.keys['app']}"),)
+        )
+    assert answer.handoff and answer.answer == reply
