@@ -248,6 +248,9 @@ class Answer(Base):
     # An approved correction served as is: the engine was not measured to follow edited references
     # (services/gateway/knowledge.py), so the customer got the agents' text, not the model's.
     verbatim: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # A hand-off by the answer check (services/gateway/opening_check.py): retrieval found an entry but the engine's
+    # answer was not drawn from it. The question IS covered, so it is no unanswered question and no out-of-scope probe.
+    ungrounded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Deployment(Base):

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from libs.common.artifacts import ArtifactStore
@@ -127,11 +127,12 @@ async def unanswered_clusters(
     async with sessions() as session:
         rows = (
             await session.execute(
-                select(Answer.answer_id, Answer.question, Answer.handoff, Answer.created_at)
+                select(Answer.answer_id, Answer.question, Answer.handoff, Answer.ungrounded, Answer.created_at)
                 .where(
                     Answer.created_at >= since,
                     Answer.created_at < until,
-                    or_(Answer.handoff.is_(True), Answer.answer_id.in_(flagged)),
+                    # An answer-check hand-off had an entry (the engine failed it): not an unanswered question.
+                    or_(and_(Answer.handoff.is_(True), Answer.ungrounded.is_(False)), Answer.answer_id.in_(flagged)),
                 )
                 .order_by(Answer.created_at.desc())
                 .limit(MAX_QUESTIONS)
@@ -142,7 +143,7 @@ async def unanswered_clusters(
         {
             "answer_id": r.answer_id,
             "question": r.question,
-            "handoff": bool(r.handoff),
+            "handoff": bool(r.handoff and not r.ungrounded),
             "flagged": r.answer_id in flagged_ids,
             "created_at": r.created_at.isoformat(),
         }

@@ -221,11 +221,12 @@ class Unanswered:
 
 
 async def list_unanswered(sessions: async_sessionmaker, *, limit: int = 100) -> list[Unanswered]:
-    """Handed-off questions nobody has answered yet, newest first: candidates for new FAQ entries."""
+    """Handed-off questions nobody has answered yet, newest first: candidates for new FAQ entries. Answer-check
+    hand-offs are not: their question has an entry, which the engine failed to answer from."""
     flagged = select(Flag.answer_id)
     query = (
         select(Answer)
-        .where(Answer.handoff.is_(True), Answer.answer_id.not_in(flagged))
+        .where(Answer.handoff.is_(True), Answer.ungrounded.is_(False), Answer.answer_id.not_in(flagged))
         .order_by(Answer.created_at.desc())
         .limit(limit)
     )

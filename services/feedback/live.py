@@ -71,7 +71,8 @@ async def stage_approval(session: AsyncSession, artifacts: ArtifactStore, flag: 
     """Record what the approved ``flag.final_correction`` changes (and on the flag: which entry it fixes)."""
     assert flag.final_correction is not None, "only an approved flag with a correction goes live"
     question = None
-    if answer is not None and not answer.handoff and answer.entry_ids:
+    # An answer-check hand-off (``ungrounded``) had the right entry; the correction replaces it like any answer's.
+    if answer is not None and (not answer.handoff or answer.ungrounded) and answer.entry_ids:
         entry_id = str(answer.entry_ids[0])
         question = await _current_question(session, artifacts, answer.dataset_id, entry_id)
     if question is None:  # handed off, ungrounded, or the entry is gone: a new entry in the customer's words

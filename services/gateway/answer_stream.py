@@ -62,6 +62,7 @@ class AnswerStream:
         self.completion_tokens = 0
         self.finish_reason = ""
         self.ttft_s = time.perf_counter() - t0
+        self._first_tokens = first.token_count  # more than one when the answer check held the opening back
 
     def _note(self, delta: Delta) -> Delta:
         if self._cutter is not None:
@@ -150,8 +151,9 @@ class AnswerStream:
         metrics.COMPLETION_TOKENS.inc(self.completion_tokens)
         metrics.PROMPT_TOKENS.observe(self.prompt_tokens)
         metrics.TOTAL_TOKENS.observe(self.prompt_tokens + self.completion_tokens)
-        if self.completion_tokens > 1 and latency > self.ttft_s:
-            metrics.TPOT.labels(route).observe((latency - self.ttft_s) / (self.completion_tokens - 1))
+        after_first = self.completion_tokens - max(1, self._first_tokens)
+        if after_first > 0 and latency > self.ttft_s:
+            metrics.TPOT.labels(route).observe((latency - self.ttft_s) / after_first)
         if latency > 0:
             metrics.TOKENS_PER_SECOND.labels(route).observe(self.completion_tokens / latency)
 

@@ -163,7 +163,7 @@ class Answerer:
             )
             if grounding.min_support > 0 and grounded.context:
                 deltas = checked(deltas, grounded.context, grounding.min_support, self.settings.handoff_text(), row,
-                                 target.state)  # fmt: skip
+                                 target.state, stop=stop, bigrams=grounding.opening_bigrams)  # fmt: skip
         first_delta = anext(deltas)  # sends the Triton request once awaited
         if opened is not None:
             opened(answer_id, target)

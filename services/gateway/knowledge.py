@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from libs.common.answer_check import OPENING_BIGRAMS
 from libs.common.artifacts import ENGINE_META, ArtifactStore
 from libs.common.knowledge import Entry, load_knowledge
 from libs.common.prompting import grounded_context
@@ -57,6 +58,7 @@ class Grounding:
     #: An answer whose opening is less supported by its references is handed off (``libs.common.answer_check``);
     #: the engine's calibrated bar, 0 for none (engines trained before it, or a gateway with the check off).
     min_support: float = 0.0
+    opening_bigrams: int = OPENING_BIGRAMS  # as the engine's bar was calibrated
 
     def verbatim(self, top: Entry | None, handoff: bool) -> str | None:
         """The approved text to serve instead of the engine's answer when ``top`` (the best reference) is an update
@@ -171,8 +173,10 @@ class Knowledge:
             trained = {e.entry_id: e for e in base.entries}
             as_is = frozenset(e.entry_id for e in current.entries if trained.get(e.entry_id) != e)
         check = retrieval.get("answer_check") or {}
-        min_support = float(check.get("min_support") or 0.0) if self.answer_check else 0.0
-        return Grounding(current, int(retrieval["k"]), float(retrieval["handoff_threshold"]), as_is, min_support)
+        min_support = min(1.0, max(0.0, float(check.get("min_support") or 0.0))) if self.answer_check else 0.0
+        bigrams = int(check.get("opening_bigrams") or OPENING_BIGRAMS)
+        threshold = float(retrieval["handoff_threshold"])
+        return Grounding(current, int(retrieval["k"]), threshold, as_is, min_support, bigrams)
 
 
 def index_changes(retrieval: dict | None) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 from libs.common import answer_check, retrieval
 from libs.common.knowledge import Entry
 from libs.common.retrieval import Retriever, calibrate_threshold
-from libs.common.scoring import score
+from libs.common.scoring import char_f1, score
 from services.trainer import augment, grounding
 from services.trainer.config import TrainConfig
 from services.trainer.data import FaqRow
@@ -118,7 +118,7 @@ def measure(
         metrics["paraphrase_n"] = float(len(sample))
     # The gateway hands off an answer whose opening is not in its references below this bar (libs.common.answer_check)
     right = [(s["prediction"], row.input) for s, row in zip(samples.get("paraphrase", []), rows, strict=True)
-             if s["prediction"] == s["reference"]]  # fmt: skip
+             if char_f1(s["prediction"], s["reference"]) >= answer_check.RIGHT_F1]  # fmt: skip
     supports = [x for answer, refs in right if (x := answer_check.opening_support(answer, refs)) is not None]
     bar = answer_check.calibrate_bar(supports)
     metrics["answer_check_bar"] = bar

@@ -4,6 +4,7 @@ the release that follows fixes the same entry in the next dataset version."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy import select
@@ -12,7 +13,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from libs.common.artifacts import ArtifactStore
 from libs.common.knowledge import entry_id_for, load_knowledge
 from libs.common.tables import Answer, Flag, KnowledgeUpdate, OutboxMessage
-from services.feedback.flags import flag_answer, review_flag
+from services.feedback.drift_check import unanswered_clusters
+from services.feedback.flags import flag_answer, list_unanswered, review_flag
 from services.feedback.release import release_corrections
 from services.feedback.settings import Settings
 from tests.integration.feedback.conftest import add_answer, add_key, seed_live_dataset, serve
@@ -21,13 +23,17 @@ FAQ_QUESTION = "忘记登录密码怎么办？"
 FIX = "在登录页点击「忘记密码」，用绑定的手机号验证后即可设置新密码，全程约1分钟。"
 
 
-async def grounded_answer(sessions: async_sessionmaker, dataset_id: str, question: str, *, handoff: bool) -> str:
-    """An answer as the gateway logs it: its references (best first) and whether it was handed off."""
+async def grounded_answer(
+    sessions: async_sessionmaker, dataset_id: str, question: str, *, handoff: bool, ungrounded: bool = False
+) -> str:
+    """An answer as the gateway logs it: its references (best first) and whether it was handed off — by retrieval
+    (no references), or by the answer check (``ungrounded``: references found, the engine's answer not from them)."""
     answer_id = await add_answer(sessions, question, "请联系销售。", dataset_id)
     async with sessions() as session, session.begin():
         row = await session.get(Answer, answer_id)
-        row.entry_ids = [] if handoff else [entry_id_for(FAQ_QUESTION), entry_id_for("如何注册CloudMax账号？")]
-        row.handoff = handoff
+        found = not handoff or ungrounded
+        row.entry_ids = [entry_id_for(FAQ_QUESTION), entry_id_for("如何注册CloudMax账号？")] if found else []
+        row.handoff, row.ungrounded = handoff, ungrounded
     return answer_id
 
 
@@ -123,3 +129,22 @@ async def test_agents_turn_a_handed_off_question_into_a_new_entry_on_the_review_
             reviewed = await c.post(f"/v1/flags/{flag['flag_id']}/review", json={"action": "approve"}, headers=admin)
             assert reviewed.status_code == 200
     assert await updates(fb_sessions) == [("add", entry_id_for(question), question, fix)]
+
+
+async def test_an_answer_check_hand_off_is_a_covered_question_whose_correction_replaces_its_entry(
+    fb_sessions: async_sessionmaker, fb_settings: Settings
+) -> None:
+    store = ArtifactStore(fb_settings.home)
+    parent = await seed_live_dataset(fb_sessions, fb_settings.home)
+    question = "登录密码死活想不起来"
+    checked = await grounded_answer(fb_sessions, parent, question, handoff=True, ungrounded=True)
+    uncovered = await grounded_answer(fb_sessions, parent, "能用数字人民币付款吗", handoff=True)
+    # Not a candidate for a new FAQ entry, and not an unanswered question for drift or the trainer's probes.
+    assert [u.answer_id for u in await list_unanswered(fb_sessions)] == [uncovered]
+    since = datetime.now(UTC) - timedelta(hours=1)
+    clustered = [c["question"] for c in await unanswered_clusters(fb_sessions, since=since)]
+    assert question not in clustered and "能用数字人民币付款吗" in clustered
+    view = await flag_answer(fb_sessions, store, answer_id=checked, reason="转人工了", agent="t", correction=FIX)
+    await review_flag(fb_sessions, store, view.flag_id, action="approve", reviewer="admin")
+    # Retrieval had found the entry: the fix replaces it (every wording gets it), no near-duplicate entry is added.
+    assert await updates(fb_sessions) == [("replace", entry_id_for(FAQ_QUESTION), FAQ_QUESTION, FIX)]

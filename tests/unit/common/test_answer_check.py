@@ -47,6 +47,7 @@ def test_the_bar_keeps_right_answers_and_needs_evidence() -> None:
     assert calibrate_bar([1.0] * 4) == 0.0  # too few right answers to calibrate on
     assert calibrate_bar([0.5] * 10 + [1.0] * 190, keep=0.99) == 0.5
     assert calibrate_bar([0.5] * 1 + [1.0] * 199, keep=0.99) == MAX_BAR  # the lowest 1% may fall below it
+    assert calibrate_bar([2 / 3] * 5) <= 2 / 3  # rounded down: never above the support it was set from
 
 
 @pytest.mark.parametrize("answer", ["", "  ", "\n\n\n", "。！"])

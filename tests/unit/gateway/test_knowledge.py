@@ -169,7 +169,7 @@ def test_a_gateway_with_the_answer_check_off_holds_no_engine_to_its_bar(tmp_path
     (store.path("datasets", "ds-a") / KNOWLEDGE_FILE).write_bytes(to_jsonl(entries_from_rows(FAQ)))
     version = tmp_path / "repo" / "e-a"
     version.mkdir(parents=True)
-    retrieval = {"k": 1, "handoff_threshold": 0.3, "answer_check": {"min_support": 0.5}}
+    retrieval = {"k": 1, "handoff_threshold": 0.3, "answer_check": {"min_support": 0.5, "opening_bigrams": 6}}
     (version / ENGINE_META).write_text(json.dumps({"retrieval": retrieval}), "utf-8")
 
     async def run() -> None:
@@ -184,6 +184,7 @@ def test_a_gateway_with_the_answer_check_off_holds_no_engine_to_its_bar(tmp_path
         checked = await Knowledge(sessions, store, follow_bar=0.8).for_target(target)
         unchecked = await Knowledge(sessions, store, follow_bar=0.8, answer_check=False).for_target(target)
         assert (checked.min_support, unchecked.min_support) == (0.5, 0.0)
+        assert checked.opening_bigrams == 6  # judged on the opening the bar was calibrated on
         await db.dispose()
 
     asyncio.run(run())

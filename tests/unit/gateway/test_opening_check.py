@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from libs.common.answer_check import MAX_HELD_TOKENS
 from libs.common.prompting import grounded_context
 from libs.common.triton_stream import Delta
 from services.gateway.opening_check import checked
@@ -30,11 +31,11 @@ class Engine:
             self.closed = True
 
 
-def run(engine: Engine, bar: float = 0.5) -> tuple[list[Delta], dict]:
+def run(engine: Engine, bar: float = 0.5, stop: tuple[str, ...] = ()) -> tuple[list[Delta], dict]:
     row: dict = {"answer_id": "a1"}
 
     async def go() -> list[Delta]:
-        return [d async for d in checked(engine.stream(), REFERENCES, bar, HANDOFF, row, "live")]
+        return [d async for d in checked(engine.stream(), REFERENCES, bar, HANDOFF, row, "live", stop=stop)]
 
     return asyncio.run(go()), row
 
@@ -56,7 +57,7 @@ def test_a_drifting_answer_is_handed_off_and_its_engine_request_closed() -> None
     out, row = run(engine)
     assert [d.text for d in out] == [HANDOFF]
     assert out[0].finish_reason == "stop" and out[0].token_count == 0 and out[0].logprobs == []
-    assert row["handoff"] is True
+    assert row["handoff"] is True and row["ungrounded"] is True  # covered question: not an unanswered one
     assert engine.closed and engine.sent == 2  # judged after its opening (安全组是一种): the rest never generated
 
 
@@ -86,3 +87,20 @@ def test_leaving_early_closes_the_engine_request() -> None:
 
     asyncio.run(go())
     assert engine.closed and engine.sent == 3
+
+
+def test_the_opening_judged_is_what_the_client_sees_before_a_stop_string() -> None:
+    # Grounded up to the stop string "点击", drifting after it: the client sees only the grounded part.
+    engine = Engine(["在订单", "详情页", "点击", "安全组是一种虚拟防火墙", "。"])
+    out, row = run(engine, bar=0.75, stop=("点击",))
+    assert "handoff" not in row and "".join(d.text for d in out).startswith("在订单详情页点击")
+    # Drifting before it: handed off, though the text after the stop string would have been grounded.
+    out, row = run(Engine(["安全组", "是", "一种", "，", "在订单详情页点击「申请退款」"]), bar=0.75, stop=("，",))
+    assert [d.text for d in out] == [HANDOFF] and row["handoff"] is True
+
+
+def test_the_hold_is_bounded() -> None:
+    engine = Engine(["\n"] * 100)
+    out, row = run(engine)
+    assert [d.text for d in out] == [HANDOFF] and row["handoff"] is True
+    assert engine.sent == MAX_HELD_TOKENS and engine.closed  # judged after the cap, not after 100 tokens
