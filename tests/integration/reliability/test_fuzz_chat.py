@@ -83,7 +83,11 @@ def steer(case, key: str, served: bool, stream: bool, question: str):  # type: i
 
 
 def fuzz(strategy: st.SearchStrategy, base: str, key: str, seen: Counter) -> None:
-    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    # derandomize: the same examples every run, so CI is not a lottery (an unseeded run once drew no streamed
+    # request that reached the engine among 50: 8 JSON answers, 0 SSE)
+    @settings(
+        max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
+    )
     @given(
         case=st.tuples(strategy, st.booleans(), st.booleans(), st.sampled_from(QUESTIONS) | st.text(max_size=40)).map(
             lambda t: steer(t[0], key, *t[1:])
