@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -22,14 +23,15 @@ from sqlalchemy import select
 
 from libs.common.apikeys import create_key
 from libs.common.broker import make_broker, publish_event
-from libs.common.db import make_engine, make_sessionmaker
+from libs.common.db import make_engine, make_sessionmaker, upgrade_database
 from libs.common.events import EngineBuilt
+from libs.common.knowledge import KNOWLEDGE_FILE, entries_from_rows, to_jsonl
 from libs.common.tables import Answer, Deployment, Engine
 from services.builder.repository import config_pbtxt
 from services.gateway.app import create_app
 from services.gateway.settings import Settings
 from tests.conftest import free_port
-from tests.integration.conftest import Built, Triton
+from tests.integration.conftest import FAQ, Built, Triton
 
 MODEL = "kefu-chat"
 
@@ -184,6 +186,35 @@ def copy_version(built: Built, model: str, version: int, *, model_py: str | None
     if model_py is not None:
         (target / "model.py").write_text(model_py, encoding="utf-8")
     return target
+
+
+@contextlib.asynccontextmanager
+async def grounded_gateway(
+    home: Path, tansu: str, triton: Triton, triton_client, built: Built, *, model: str, dataset: str, retrieval: dict
+) -> AsyncIterator[RunningGateway]:
+    """A gateway (its own SQLite database) whose live engine is the session's export installed as ``model``, with
+    ``retrieval`` in its manifest and the integration FAQ as the knowledge base of ``dataset``."""
+    (home / "datasets" / dataset).mkdir(parents=True)
+    (home / "datasets" / dataset / KNOWLEDGE_FILE).write_bytes(to_jsonl(entries_from_rows(FAQ)))
+    version_dir = copy_version(built, model, 1)
+    meta_path = version_dir / "kefu_engine.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["retrieval"] = retrieval
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    await triton_client.load_model(model)
+    settings = gateway_settings(home, f"sqlite+aiosqlite:///{home}/kefu.db", tansu, triton.grpc_url)
+    settings = settings.model_copy(update={"triton_model_name": model})
+    await asyncio.to_thread(upgrade_database, settings.effective_database_url)
+    try:
+        async with run_gateway(settings) as gw:
+            event = engine_event(f"e-{dataset}", model, 1).model_copy(update={"dataset_id": dataset})
+            await record_engine_row(settings, event, version_dir)
+            await announce(settings, event)
+            await wait_for_state(settings, event.engine_id, "live")
+            await asyncio.sleep(settings.rollout_poll_seconds * 3)  # the routing table follows
+            yield gw
+    finally:
+        await triton_client.unload_model(model)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from Triton directly and judged first, so the test states what it relies on; tes
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -16,24 +15,17 @@ import httpx
 import pytest
 
 from libs.common.answer_check import opening_support
-from libs.common.db import make_engine, make_sessionmaker, upgrade_database
-from libs.common.knowledge import KNOWLEDGE_FILE, entries_from_rows, entry_id_for, to_jsonl
+from libs.common.knowledge import entries_from_rows, entry_id_for
 from libs.common.prompting import grounded_context
 from libs.common.retrieval import Retriever
-from libs.common.tables import Engine
 from libs.common.triton_stream import stream_answer
 from proto.kefu.gateway.v1 import chat_pb2, chat_pb2_grpc
 from tests.integration.conftest import FAQ, Built, Triton
 
 from .conftest import (
     RunningGateway,
-    announce,
     answer_row,
-    copy_version,
-    engine_event,
-    gateway_settings,
-    run_gateway,
-    wait_for_state,
+    grounded_gateway,
 )
 
 pytestmark = pytest.mark.slow
@@ -48,33 +40,11 @@ async def checked(
     tmp_path_factory: pytest.TempPathFactory, tansu: str, triton: Triton, triton_client, built: Built
 ) -> AsyncIterator[RunningGateway]:
     home = tmp_path_factory.mktemp("checked-home")
-    (home / "datasets" / DATASET).mkdir(parents=True)
-    (home / "datasets" / DATASET / KNOWLEDGE_FILE).write_bytes(to_jsonl(entries_from_rows(FAQ)))
-    version_dir = copy_version(built, MODEL, 1)
-    meta_path = version_dir / "kefu_engine.json"
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    meta["retrieval"] = {"k": 1, "handoff_threshold": 0.4, "answer_check": {"opening_bigrams": 4, "min_support": BAR}}
-    meta_path.write_text(json.dumps(meta), encoding="utf-8")
-    await triton_client.load_model(MODEL)
-    settings = gateway_settings(home, f"sqlite+aiosqlite:///{home}/kefu.db", tansu, triton.grpc_url)
-    settings = settings.model_copy(update={"triton_model_name": MODEL})
-    await asyncio.to_thread(upgrade_database, settings.effective_database_url)
-    async with run_gateway(settings) as gw:
-        event = engine_event("e-checked", MODEL, 1).model_copy(update={"dataset_id": DATASET})
-        engine = make_engine(settings.effective_database_url)
-        async with make_sessionmaker(engine)() as session, session.begin():
-            session.add(
-                Engine(
-                    engine_id=event.engine_id, model_id=event.model_id, dataset_id=DATASET, triton_model=MODEL,
-                    triton_version=1, precision="fp32", quality={}, passed_gate=True, uri=version_dir.as_uri(),
-                )
-            )  # fmt: skip
-        await engine.dispose()
-        await announce(settings, event)
-        await wait_for_state(settings, event.engine_id, "live")
-        await asyncio.sleep(settings.rollout_poll_seconds * 3)
+    retrieval = {"k": 1, "handoff_threshold": 0.4, "answer_check": {"opening_bigrams": 4, "min_support": BAR}}
+    async with grounded_gateway(
+        home, tansu, triton, triton_client, built, model=MODEL, dataset=DATASET, retrieval=retrieval
+    ) as gw:
         yield gw
-    await triton_client.unload_model(MODEL)
 
 
 async def ungrounded(client: httpx.AsyncClient, gw: RunningGateway) -> float:
