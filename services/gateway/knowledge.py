@@ -172,11 +172,25 @@ class Knowledge:
         if (retrieval.get("hotfix_follow_rate") or 0.0) < self.follow_bar and self._updates:
             trained = {e.entry_id: e for e in base.entries}
             as_is = frozenset(e.entry_id for e in current.entries if trained.get(e.entry_id) != e)
-        check = retrieval.get("answer_check") or {}
-        min_support = min(1.0, max(0.0, float(check.get("min_support") or 0.0))) if self.answer_check else 0.0
-        bigrams = int(check.get("opening_bigrams") or OPENING_BIGRAMS)
+        min_support, bigrams = answer_check_of(engine_id, retrieval) if self.answer_check else (0.0, OPENING_BIGRAMS)
         threshold = float(retrieval["handoff_threshold"])
         return Grounding(current, int(retrieval["k"]), threshold, as_is, min_support, bigrams)
+
+
+def answer_check_of(engine_id: str, retrieval: dict) -> tuple[float, int]:
+    """(bar, opening size) from an engine's ``retrieval["answer_check"]``; (0, default): no check, when absent or
+    unreadable — a damaged optional record must not fail every answer of the engine, so it is logged and skipped."""
+    check = retrieval.get("answer_check") or {}
+    try:
+        bar = min(1.0, max(0.0, float(check.get("min_support") or 0.0)))
+        bigrams = int(check.get("opening_bigrams") or OPENING_BIGRAMS)
+        if bigrams < 1:
+            raise ValueError(f"opening_bigrams must be ≥ 1, got {bigrams}")
+    except (TypeError, ValueError, AttributeError) as exc:
+        log.error("engine %s: unreadable answer_check %r in its manifest (%s); serving it unchecked", engine_id,
+                  check, exc)  # fmt: skip
+        return 0.0, OPENING_BIGRAMS
+    return bar, bigrams
 
 
 def index_changes(retrieval: dict | None) -> str:

@@ -73,30 +73,10 @@ def test_each_engine_answers_from_its_dataset_and_every_update_reaches_all(
 
 
 def test_a_damaged_knowledge_base_hands_off_instead_of_failing(tmp_path: Path) -> None:
-    url = f"sqlite+aiosqlite:///{tmp_path}/kefu.db"
-    upgrade_database(url)
-    store = ArtifactStore(tmp_path)
-    store.path("datasets", "ds-bad").mkdir(parents=True)
-    (store.path("datasets", "ds-bad") / KNOWLEDGE_FILE).write_text('{"entry_id": "kb-1"}\n', "utf-8")
-    version = tmp_path / "repo" / "e-bad"
-    version.mkdir(parents=True)
-    (version / ENGINE_META).write_text(json.dumps({"retrieval": {"k": 1, "handoff_threshold": 0.3}}), "utf-8")
-
-    async def run() -> None:
-        db = make_engine(url)
-        sessions = make_sessionmaker(db)
-        async with sessions() as session, session.begin():
-            session.add(
-                Engine(engine_id="e-bad", model_id="m", dataset_id="ds-bad", triton_model="kefu-chat",
-                       triton_version=1, precision="fp32", quality={}, passed_gate=True, uri=version.as_uri())
-            )  # fmt: skip
-        knowledge = Knowledge(sessions, store, follow_bar=0.8)
-        grounding = await knowledge.for_target(Target("e-bad", "m", "ds-bad", "kefu-chat", 1, "live"))
-        found = grounding.search("如何申请退款？")
-        assert found is not None and found.hits == [] and found.confidence < grounding.threshold
-        await db.dispose()
-
-    asyncio.run(run())
+    url, store = one_engine(tmp_path, "ds-bad", {"k": 1, "handoff_threshold": 0.3}, b'{"entry_id": "kb-1"}\n')
+    grounding = asyncio.run(grounding_of(url, store, "ds-bad"))
+    found = grounding.search("如何申请退款？")
+    assert found is not None and found.hits == [] and found.confidence < grounding.threshold
 
 
 def test_an_engine_that_does_not_follow_its_references_serves_approved_corrections_as_is(tmp_path: Path) -> None:
@@ -161,30 +141,57 @@ def test_index_changes_name_what_differs_from_this_version() -> None:
     assert index_changes({"index": before}) == f"confidence — → {PARAMS['confidence']}"
 
 
-def test_a_gateway_with_the_answer_check_off_holds_no_engine_to_its_bar(tmp_path: Path) -> None:
+def one_engine(tmp_path: Path, dataset: str, retrieval: dict | None, knowledge: bytes) -> tuple[str, ArtifactStore]:
+    """A migrated database holding one engine ("e-1") whose manifest records ``retrieval``, over ``dataset``."""
     url = f"sqlite+aiosqlite:///{tmp_path}/kefu.db"
     upgrade_database(url)
     store = ArtifactStore(tmp_path)
-    store.path("datasets", "ds-a").mkdir(parents=True)
-    (store.path("datasets", "ds-a") / KNOWLEDGE_FILE).write_bytes(to_jsonl(entries_from_rows(FAQ)))
-    version = tmp_path / "repo" / "e-a"
+    store.path("datasets", dataset).mkdir(parents=True)
+    (store.path("datasets", dataset) / KNOWLEDGE_FILE).write_bytes(knowledge)
+    version = tmp_path / "repo" / "e-1"
     version.mkdir(parents=True)
-    retrieval = {"k": 1, "handoff_threshold": 0.3, "answer_check": {"min_support": 0.5, "opening_bigrams": 6}}
     (version / ENGINE_META).write_text(json.dumps({"retrieval": retrieval}), "utf-8")
 
-    async def run() -> None:
+    async def add() -> None:
         db = make_engine(url)
-        sessions = make_sessionmaker(db)
-        async with sessions() as session, session.begin():
+        async with make_sessionmaker(db)() as session, session.begin():
             session.add(
-                Engine(engine_id="e-a", model_id="m", dataset_id="ds-a", triton_model="kefu-chat",
+                Engine(engine_id="e-1", model_id="m", dataset_id=dataset, triton_model="kefu-chat",
                        triton_version=1, precision="fp32", quality={}, passed_gate=True, uri=version.as_uri())
             )  # fmt: skip
-        target = Target("e-a", "m", "ds-a", "kefu-chat", 1, "live")
-        checked = await Knowledge(sessions, store, follow_bar=0.8).for_target(target)
-        unchecked = await Knowledge(sessions, store, follow_bar=0.8, answer_check=False).for_target(target)
-        assert (checked.min_support, unchecked.min_support) == (0.5, 0.0)
-        assert checked.opening_bigrams == 6  # judged on the opening the bar was calibrated on
         await db.dispose()
 
-    asyncio.run(run())
+    asyncio.run(add())
+    return url, store
+
+
+async def grounding_of(url: str, store: ArtifactStore, dataset: str, **options: bool):  # type: ignore[no-untyped-def]
+    db = make_engine(url)
+    try:
+        knowledge = Knowledge(make_sessionmaker(db), store, follow_bar=0.8, **options)
+        return await knowledge.for_target(Target("e-1", "m", dataset, "kefu-chat", 1, "live"))
+    finally:
+        await db.dispose()
+
+
+def test_a_gateway_with_the_answer_check_off_holds_no_engine_to_its_bar(tmp_path: Path) -> None:
+    retrieval = {"k": 1, "handoff_threshold": 0.3, "answer_check": {"min_support": 0.5, "opening_bigrams": 6}}
+    url, store = one_engine(tmp_path, "ds-a", retrieval, to_jsonl(entries_from_rows(FAQ)))
+    checked = asyncio.run(grounding_of(url, store, "ds-a"))
+    unchecked = asyncio.run(grounding_of(url, store, "ds-a", answer_check=False))
+    assert (checked.min_support, unchecked.min_support) == (0.5, 0.0)
+    assert checked.opening_bigrams == 6  # judged on the opening the bar was calibrated on
+
+
+@pytest.mark.parametrize(
+    "check", [{"min_support": "high"}, {"min_support": 0.5, "opening_bigrams": -2}, ["min_support", 0.5]]
+)
+def test_an_unreadable_answer_check_serves_the_engine_unchecked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, check: object
+) -> None:
+    retrieval = {"k": 1, "handoff_threshold": 0.3, "answer_check": check}
+    url, store = one_engine(tmp_path, "ds-a", retrieval, to_jsonl(entries_from_rows(FAQ)))
+    with caplog.at_level(logging.ERROR, logger="kefu.gateway.knowledge"):
+        grounding = asyncio.run(grounding_of(url, store, "ds-a"))
+    assert (grounding.min_support, grounding.threshold) == (0.0, 0.3)  # answered, retrieval as recorded
+    assert "engine e-1: unreadable answer_check" in caplog.text
