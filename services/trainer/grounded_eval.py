@@ -70,12 +70,12 @@ def prepare(
         return Prepared(list(train_rows), splits, None, epochs, budget)
     retriever = Retriever(entries)
     mix = grounding.Mix(config.retrieval_k, config.rewrites_per_row, config.gold_absent, config.edited, config.shuffled)
-    train_set = grounding.training_rows(train_rows, retriever, mix, config.seed)
+    train_set = grounding.training_rows(train_rows, retriever, mix, config.seed, eval_rows)
     served = {
         name: [grounding.serving_row(r.instruction, r.input, r.output, retriever, config.retrieval_k) for r in rows]
         for name, rows in splits.items()
     }
-    epochs, budget = budget_epochs(config, len(train_rows), len(train_set))
+    epochs, budget = budget_epochs(config, len(train_rows) + len(eval_rows), len(train_set))
     budget["augmentation"] = {**augment.describe(), "mix": mix.__dict__, "rows": len(train_set)}
     return Prepared(train_set, served, retriever, epochs, budget, splits)
 

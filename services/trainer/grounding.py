@@ -84,14 +84,22 @@ def _context(hits: list[Entry], gold: Entry | None, k: int, present: bool, rng: 
     return ranked
 
 
-def training_rows(rows: Sequence[FaqRow], retriever: Retriever, mix: Mix, seed: int) -> list[FaqRow]:
-    """The grounded training set: each row's question and rewrites, each with references and its target."""
+def training_rows(
+    rows: Sequence[FaqRow], retriever: Retriever, mix: Mix, seed: int, heldout: Sequence[FaqRow] = ()
+) -> list[FaqRow]:
+    """The grounded training set: each row's question and rewrites, each with references and its target.
+
+    ``heldout`` rows (the eval split) are trained through rewrites only, as many rows per entry as the others: their
+    FAQ wording stays unseen (the eval split measures answering a question worded as never trained), but their
+    answers are learnt — the tiny base cannot answer an entry it never learnt from its reference alone, so an entry
+    left out of training is one the engine never answers."""
     rng = random.Random(seed)
     by_id = {e.entry_id: e for e in retriever.entries}
     out: list[FaqRow] = []
-    for row in rows:
+    for i, row in enumerate([*rows, *heldout]):
         gold = by_id.get(entry_id_for(row.instruction))
-        for question in [row.instruction, *augment.variants(row.instruction, mix.rewrites_per_row, rng)]:
+        own = [row.instruction] if i < len(rows) else []
+        for question in [*own, *augment.variants(row.instruction, mix.rewrites_per_row + 1 - len(own), rng)]:
             hits = [h.entry for h in retriever.search(question, mix.k + 1).hits]
             roll = rng.random()
             target = row.output

@@ -63,6 +63,19 @@ def test_every_row_is_grounded_and_answers_change_only_in_edited_rows(retriever:
     assert sum(row.instruction in dict(FAQ) for row in rows) >= len(ROWS)
 
 
+def test_heldout_entries_are_learnt_through_rewrites_only(retriever: Retriever) -> None:
+    mix = grounding.Mix(k=2, rewrites_per_row=2, gold_absent=0.0, edited=0.0)
+    rows = grounding.training_rows(ROWS[:4], retriever, mix, seed=0, heldout=ROWS[4:])
+    assert len(rows) == len(ROWS) * 3  # as many rows per held-out entry as per trained one
+    for held in ROWS[4:]:
+        taught = [r for r in rows if r.output == held.output]
+        assert len(taught) == 3 and held.instruction not in {r.instruction for r in taught}
+        assert all(f" {held.instruction} {held.output}" in r.input for r in taught)  # its entry is the reference
+    # The trained rows are those of a run without held-out rows (same draws), so adding them changes nothing else.
+    alone = grounding.training_rows(ROWS[:4], retriever, mix, seed=0)
+    assert {r for r in rows if r.output not in {h.output for h in ROWS[4:]}} == set(alone)
+
+
 def test_rows_are_reproducible_from_the_seed(retriever: Retriever) -> None:
     mix = grounding.Mix()
     assert grounding.training_rows(ROWS, retriever, mix, 7) == grounding.training_rows(ROWS, retriever, mix, 7)
@@ -118,10 +131,11 @@ def test_budget_has_a_floor_for_small_faqs_and_a_cap_for_large() -> None:
 
 def test_prepare_grounds_every_split_and_records_the_budget() -> None:
     prepared = prepare(ROWS[:4], ROWS[4:], [], entries_from_rows(FAQ), TrainConfig())
-    assert prepared.retriever is not None and len(prepared.train_set) == 12
+    # Every entry is learnt, the eval split's through rewrites only: 6 entries × 3 rows.
+    assert prepared.retriever is not None and len(prepared.train_set) == 18
     assert all(REFERENCES_HEADER in r.input for split in ("train", "eval") for r in prepared.splits[split])
     assert prepared.originals["eval"] == ROWS[4:]
-    assert prepared.budget["augmentation"]["rows"] == 12
+    assert prepared.budget["augmentation"]["rows"] == 18 and prepared.budget["entries"] == 6
     assert entry_id_for(FAQ[0][0]) in {e.entry_id for e in prepared.retriever.entries}
     bare = prepare(ROWS[:4], ROWS[4:], [], entries_from_rows(FAQ), TrainConfig(grounded=False))
     assert bare.retriever is None and bare.train_set == ROWS[:4] and bare.splits["eval"] == ROWS[4:]
