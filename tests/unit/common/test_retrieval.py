@@ -72,6 +72,7 @@ def test_everyday_variants_fold_to_the_faq_word() -> None:
     assert tokens("咋样") == tokens("怎么")  # the longest variant wins, so no half-folded leftovers
     assert tokens("以前的手机号不用了") == tokens("原手机号停用")
     assert tokens("公司认证要交的资料") == tokens("企业认证要交的材料")
+    assert tokens("名字能改吗") == tokens("名称能改吗") and tokens("证书怎么装上") == tokens("证书怎么部署")
 
 
 def test_one_character_folds_leave_other_words_alone() -> None:
