@@ -7,7 +7,11 @@ data/sample/cloudmax_conversations.jsonl (25 two-turn conversations, sample FAQ,
 follow-ups retrieved right and not handed off: 14/25 alone, 9/25 with the two turns concatenated (the first
 turn's words win), 17/25 blended, 19/25 blended within the previous turn's topic when the follow-up alone would be
 handed off, 20/25 with the follow-up's own hand-off rule below; 51 self-contained questions each after an unrelated
-one: 34/51 alone, 10/51 concatenated, 34/51 blended (nothing lost).
+one: 34/51 alone, 10/51 concatenated, 34/51 blended (nothing lost). Session 9 (21/25 with two synonym folds) tried
+and dropped: a heavier previous turn for questions carrying little information (they are the follow-ups: median 30
+bits against 66 for the demo's questions) — the previous turn's own entry then wins, 16-20/25; preferring an entry
+of the previous topic whose own score is within 20-60% of the best — 17-19/25, topic switches 20-38/40; the
+previous answer beside the previous question — 21/25, topic switches 38 → 40/40 (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ OUT_OF_SCOPE_PROBES = (
 class Mix:
     k: int = 2
     rewrites_per_row: int = 2
-    gold_absent: float = 0.15
+    gold_absent: float = 0.03
     edited: float = 0.15
     shuffled: float = 0.3
 
