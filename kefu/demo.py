@@ -281,7 +281,7 @@ def print_summary(summary: dict[str, Any], say) -> None:  # type: ignore[no-unty
         ("engine", summary.get("engine_id", "-")),
         ("train exact match", summary.get("train_exact_match", "-")),
         ("engine vs trained model agreement", summary.get("agreement", "-")),
-        ("eval exact match (unseen questions)", summary.get("eval_exact_match", "-")),
+        ("eval exact match (FAQ wording never trained)", summary.get("eval_exact_match", "-")),
         ("paraphrases answered right (demo questions)", summary.get("paraphrase_accuracy", "-")),
         ("follow-ups answered right (two-turn conversations)", summary.get("two_turn_accuracy", "-")),
         ("  the same follow-ups asked alone", summary.get("followup_alone_accuracy", "-")),

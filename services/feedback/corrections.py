@@ -122,8 +122,9 @@ def build_release(
     except DatasetError as exc:
         raise Unusable("bad_release", str(exc)) from None
 
-    # The split hashes the question, so a corrected question may land in eval — where the model would never learn
-    # it, and the next agent would flag the same answer again. Corrections always train; the regression set
+    # The split hashes the question, so a corrected question may land in eval — where the model learns it only
+    # through rewrites, never in the words the customer used, and the next agent could flag the same answer again.
+    # Corrections always train verbatim; the regression set
     # (and the trainer's evaluation of it) is what checks that they were learnt.
     moved = [p for p in prepared.eval if question_key(p) in keys]
     train = (*prepared.train, *moved)

@@ -73,6 +73,18 @@ def variants(question: str, n: int, rng: random.Random) -> list[str]:
     return found
 
 
+def rewrites(question: str, n: int, rng: random.Random) -> list[str]:
+    """``variants``, topped up with leading fillers when the rules find fewer than ``n`` (a short question with no
+    swappable word): a question trained only through its rewrites must get them all."""
+    found = variants(question, n, rng)
+    for filler in TRAIN_FILLERS:
+        if len(found) >= n:
+            break
+        if filler + question not in found:
+            found.append(filler + question)
+    return found
+
+
 def describe() -> dict[str, object]:
     """The rules, for the dataset card / MLflow."""
     return {

@@ -70,7 +70,7 @@ def prepare(
         return Prepared(list(train_rows), splits, None, epochs, budget)
     retriever = Retriever(entries)
     mix = grounding.Mix(config.retrieval_k, config.rewrites_per_row, config.gold_absent, config.edited, config.shuffled)
-    train_set = grounding.training_rows(train_rows, retriever, mix, config.seed, eval_rows)
+    train_set = grounding.training_rows(train_rows, retriever, mix, config.seed, rewrites_only=eval_rows)
     served = {
         name: [grounding.serving_row(r.instruction, r.input, r.output, retriever, config.retrieval_k) for r in rows]
         for name, rows in splits.items()

@@ -84,7 +84,8 @@ def test_metrics_json_has_the_reported_keys(trained: dict[str, Any]) -> None:
     for key in ("train_exact_match", "eval_exact_match", "eval_char_f1", "eval_loss", "regression_char_f1"):
         assert isinstance(m[key], float), key
     assert m["eval_n"] == 7 and m["train_n"] == 45
-    # The eval entries are learnt through rewrites, so their FAQ wording, never trained, is answered.
+    # The eval entries are learnt through rewrites, so their FAQ wording, never trained, is answered (the sample's 7:
+    # 0.86-1.0 over seeds; 0.0 when they were not trained).
     assert m["eval_exact_match"] >= 0.5
     # Chosen from the data (the tokenizer's merges depend on the shipped sample, so not a fixed number here).
     assert m["max_length"] % 64 == 0 and 64 <= m["max_length"] <= 512

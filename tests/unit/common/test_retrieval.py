@@ -72,7 +72,7 @@ def test_everyday_variants_fold_to_the_faq_word() -> None:
     assert tokens("咋样") == tokens("怎么")  # the longest variant wins, so no half-folded leftovers
     assert tokens("以前的手机号不用了") == tokens("原手机号停用")
     assert tokens("公司认证要交的资料") == tokens("企业认证要交的材料")
-    assert tokens("名字能改吗") == tokens("名称能改吗") and tokens("证书怎么装上") == tokens("证书怎么部署")
+    assert tokens("名字起错了") == tokens("名称起错了") and tokens("证书怎么装上去") == tokens("证书怎么部署")
 
 
 def test_one_character_folds_leave_other_words_alone() -> None:
@@ -81,6 +81,15 @@ def test_one_character_folds_leave_other_words_alone() -> None:
         assert "退款" not in tokens(word) and "修改" not in tokens(word), word
     # "你们公司…" asks about the company itself (out of scope): only company compounds fold to the enterprise words.
     assert "企业" not in tokens("你们公司在哪") and "企业" in tokens("公司认证")
+    # Likewise a name is 名称 only when it is changed or mistaken: "你叫什么名字" is chit-chat, not a renaming entry.
+    for word in ("你叫什么名字", "你的名字是什么", "签名字符串", "封装到容器", "如何安装插件"):
+        assert "名称" not in tokens(word) and "部署" not in tokens(word), word
+
+
+def test_asking_the_bot_its_name_is_not_about_renaming_anything(sample: Retriever) -> None:
+    # The trainer calibrates ~0.38-0.40 on the sample; a fold of every 名字 into 名称 had made the first 1.0.
+    for question in ("你的名字是什么", "你叫什么名字", "你们CEO叫什么名字"):
+        assert sample.search(question, 1).confidence < 0.3, question
 
 
 def test_the_faq_question_itself_is_found_first_with_full_confidence(sample: Retriever) -> None:

@@ -24,6 +24,9 @@ def test_loss_figure_has_step_and_epoch_curves() -> None:
 
 def test_selection_score() -> None:
     assert selection_score({"train_exact_match": 1.0, "eval_exact_match": 0.0, "eval_char_f1": 0.5}) == 0.5
+    # A grounded run is ranked on its held-out rewrites, not on the eval split it learnt through rewrites.
+    grounded = {"train_exact_match": 1.0, "eval_exact_match": 1.0, "eval_char_f1": 1.0}
+    assert selection_score({**grounded, "paraphrase_exact_match": 0.5, "paraphrase_char_f1": 0.5}) == 2 / 3
 
 
 def test_champion_alias_moves_only_to_a_better_candidate(tmp_path: Path) -> None:
