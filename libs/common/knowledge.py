@@ -27,6 +27,13 @@ class Entry:
     entry_id: str
     question: str
     answer: str
+    #: Other wordings of the question (相似问) the FAQ's owners collected; retrieval matches them like the question.
+    similar: tuple[str, ...] = ()
+
+    @property
+    def questions(self) -> tuple[str, ...]:
+        """The question first, then its similar wordings."""
+        return (self.question, *self.similar)
 
 
 def entry_id_for(question: str) -> str:
@@ -35,22 +42,29 @@ def entry_id_for(question: str) -> str:
     return "kb-" + hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
 
 
-def entry(question: str, answer: str) -> Entry:
-    return Entry(entry_id_for(question), question.strip(), answer.strip())
+def entry(question: str, answer: str, similar: Sequence[str] = ()) -> Entry:
+    return Entry(entry_id_for(question), question.strip(), answer.strip(), tuple(similar))
 
 
-def entries_from_rows(rows: Iterable[tuple[str, str]]) -> list[Entry]:
-    """Entries from (question, answer) rows; a later row with the same entry id wins."""
+def entries_from_rows(rows: Iterable[tuple[str, str] | tuple[str, str, Sequence[str]]]) -> list[Entry]:
+    """Entries from (question, answer[, similar questions]) rows; a later row with the same entry id wins."""
     found: dict[str, Entry] = {}
-    for question, answer in rows:
-        e = entry(question, answer)
+    for row in rows:
+        e = entry(*row)
         found.pop(e.entry_id, None)
         found[e.entry_id] = e
     return list(found.values())
 
 
+def _row(e: Entry) -> dict[str, object]:
+    row = asdict(e)
+    if not e.similar:  # knowledge bases without similar questions keep their bytes (and dataset ids)
+        del row["similar"]
+    return row
+
+
 def to_jsonl(entries: Sequence[Entry]) -> bytes:
-    return "".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in entries).encode("utf-8")
+    return "".join(json.dumps(_row(e), ensure_ascii=False) + "\n" for e in entries).encode("utf-8")
 
 
 def read_entries(path: Path) -> list[Entry]:
@@ -62,7 +76,10 @@ def read_entries(path: Path) -> list[Entry]:
         obj = json.loads(line)
         if not (obj.get("entry_id") and obj.get("question") and obj.get("answer")):
             raise ValueError(f"{path}:{n}: a knowledge entry needs 'entry_id', 'question' and 'answer'")
-        out.append(Entry(obj["entry_id"], obj["question"], obj["answer"]))
+        similar = obj.get("similar") or []
+        if not (isinstance(similar, list) and all(isinstance(q, str) for q in similar)):
+            raise ValueError(f"{path}:{n}: 'similar' must be a list of questions")
+        out.append(Entry(obj["entry_id"], obj["question"], obj["answer"], tuple(similar)))
     return out
 
 
@@ -83,7 +100,7 @@ def load_knowledge(dataset_dir: Path) -> list[Entry]:
     dataset_dir = Path(dataset_dir)
     if (dataset_dir / KNOWLEDGE_FILE).is_file():
         return read_entries(dataset_dir / KNOWLEDGE_FILE)
-    rows = []
+    rows: list[tuple[str, str, Sequence[str]]] = []
     for name in ("train.jsonl", "eval.jsonl"):
         path = dataset_dir / name
         if path.is_file():
@@ -91,5 +108,5 @@ def load_knowledge(dataset_dir: Path) -> list[Entry]:
                 if line.strip():
                     obj = json.loads(line)
                     if obj.get("instruction") and obj.get("output"):
-                        rows.append((obj["instruction"], obj["output"]))
+                        rows.append((obj["instruction"], obj["output"], obj.get("similar") or ()))
     return entries_from_rows(rows)

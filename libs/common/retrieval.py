@@ -27,6 +27,7 @@ questions' confidence as much: 3 more of 60 answered. Not adopted.)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import importlib.resources
 import itertools
@@ -168,14 +169,26 @@ class Retriever:
     def __init__(self, entries: Sequence[Entry], *, k1: float = PARAMS["k1"], b: float = PARAMS["b"]) -> None:
         self._base = list(entries)
         information()  # loaded here, not on the first question
-        docs = [_document(e) for e in self._base]
+        # One document per wording of an entry (its question, then its similar questions, each with the answer);
+        # an entry scores as its best-matching wording, so five wordings neither dilute nor multiply its score.
+        docs, owner = [], []
+        for i, e in enumerate(self._base):
+            for question in e.questions:
+                docs.append(_document(question, e.answer))
+                owner.append(i)
+        self._owner = np.asarray(owner, dtype=np.int64)
+        self._first_doc = np.searchsorted(self._owner, np.arange(len(self._base)))
         self._sets = [frozenset(d) for d in docs]
-        df = Counter(t for s in self._sets for t in s)
-        n = max(1, len(docs))
+        # idf over entries, not wordings: an entry with many wordings does not make its words look common
+        entry_sets: list[set[str]] = [set() for _ in self._base]
+        for i, terms in zip(owner, self._sets, strict=True):
+            entry_sets[i] |= terms
+        df = Counter(t for terms in entry_sets for t in terms)
+        n = max(1, len(self._base))
         self._idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
         self._unseen_idf = math.log(1 + (n + 0.5) / 0.5)
         self._k1, self._b = k1, b
-        self._avg_len = sum(map(len, docs)) / n or 1.0
+        self._avg_len = sum(map(len, docs)) / max(1, len(docs)) or 1.0
         self._bm25 = bm25s.BM25(k1=k1, b=b)
         if docs:
             self._bm25.index(docs, show_progress=False)
@@ -184,29 +197,34 @@ class Retriever:
             self._terms = scipy.sparse.csc_matrix((index["data"], index["indices"], index["indptr"]), shape=shape)
         self._position = {e.entry_id: i for i, e in enumerate(self._base)}
         self._hidden = np.zeros(len(self._base), dtype=bool)
-        self._overlay: dict[str, tuple[Entry, Counter[str], int]] = {}
+        self._overlay: dict[str, tuple[Entry, list[tuple[Counter[str], int]]]] = {}
         self.entries = list(self._base)
 
     def __len__(self) -> int:
         return len(self.entries)
 
     def updated(self, changes: Sequence[tuple[str, Entry]]) -> Retriever:
-        """This knowledge after ``changes`` ((action, entry): add | replace | retire), sharing this index."""
+        """This knowledge after ``changes`` ((action, entry): add | replace | retire), sharing this index. A
+        replacement without similar questions keeps those of the entry it replaces (a correction changes the
+        answer; the ways customers ask stay)."""
         view = copy.copy(self)
         view._hidden, view._overlay = self._hidden.copy(), dict(self._overlay)
         for action, changed in changes:
             position = self._position.get(changed.entry_id)
+            before = view._overlay.get(changed.entry_id, (self._base[position],) if position is not None else None)
+            if action == "replace" and not changed.similar and before is not None:
+                changed = dataclasses.replace(changed, similar=before[0].similar)
             if position is not None:
                 view._hidden[position] = True
             view._overlay.pop(changed.entry_id, None)
             if action != "retire":
-                doc = _document(changed)
-                view._overlay[changed.entry_id] = (changed, Counter(doc), len(doc))
+                docs = [_document(q, changed.answer) for q in changed.questions]
+                view._overlay[changed.entry_id] = (changed, [(Counter(d), len(d)) for d in docs])
         view.entries = [
             view._overlay[e.entry_id][0] if e.entry_id in view._overlay else e
             for i, e in enumerate(self._base)
             if not view._hidden[i] or e.entry_id in view._overlay
-        ] + [entry for eid, (entry, _, _) in view._overlay.items() if eid not in self._position]
+        ] + [entry for eid, (entry, _) in view._overlay.items() if eid not in self._position]
         return view
 
     def search(self, question: str, k: int = 3) -> Retrieval:
@@ -215,13 +233,18 @@ class Retriever:
         ranked: list[tuple[float, Entry, frozenset[str] | Counter[str]]] = []
         known = {t: w for t, w in weights.items() if t in self._idf}
         if self._base and known:
-            scores = self._weighted_scores(known)
+            per_doc = self._weighted_scores(known)
+            scores = np.maximum.reduceat(per_doc, self._first_doc)
             if self._hidden.any():
                 scores = np.where(self._hidden, 0.0, scores)
             top = np.argpartition(-scores, min(k, len(scores)) - 1)[:k]
-            ranked += [(float(scores[i]), self._base[i], self._sets[i]) for i in top]
-        for entry, counts, length in self._overlay.values():
-            ranked.append((self._score(weights, counts, length), entry, counts))
+            for i in top:
+                start = self._first_doc[i]
+                best = start + int(np.argmax(per_doc[start : start + len(self._base[i].questions)]))
+                ranked.append((float(scores[i]), self._base[i], self._sets[best]))
+        for entry, docs in self._overlay.values():
+            score, counts = max(((self._score(weights, c, n), c) for c, n in docs), key=lambda x: x[0])
+            ranked.append((score, entry, counts))
         ranked = sorted((r for r in ranked if r[0] > 0), key=lambda r: -r[0])[:k]
         if not ranked:
             return Retrieval([], 0.0)
@@ -248,7 +271,8 @@ class Retriever:
     def coverage(self, question: str, entry: Entry) -> float:
         """The information-weighted share of ``question``'s characters that ``entry`` contains (``confidence``'s
         measure, for an entry chosen by other means, e.g. with a conversation's earlier turn)."""
-        return _coverage(self._content(question), frozenset(_document(entry)))
+        content = self._content(question)
+        return max(_coverage(content, frozenset(_document(q, entry.answer))) for q in entry.questions)
 
     def _score(self, weights: dict[str, float], counts: Counter[str], length: int) -> float:
         """Weighted BM25 (Lucene variant, as bm25s) of one overlay document with the base's statistics."""
@@ -265,8 +289,8 @@ def _coverage(content: dict[str, float], doc: frozenset[str] | Counter[str]) -> 
     return sum(w for t, w in content.items() if t in doc) / total if total else 0.0
 
 
-def _document(e: Entry) -> list[str]:
-    return tokens(e.question) * PARAMS["question_weight"] + tokens(e.answer)
+def _document(question: str, answer: str) -> list[str]:
+    return tokens(question) * PARAMS["question_weight"] + tokens(answer)
 
 
 def calibrate_threshold(

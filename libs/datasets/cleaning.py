@@ -112,7 +112,24 @@ def truncate_at_sentence(text: str, limit: int) -> str | None:
 
 
 def clean_pair(pair: QAPair) -> QAPair:
-    return QAPair(normalize_text(pair.instruction), normalize_text(pair.input), normalize_text(pair.output))
+    similar = tuple(normalize_text(q) for q in pair.similar)
+    return QAPair(normalize_text(pair.instruction), normalize_text(pair.input), normalize_text(pair.output), similar)
+
+
+def keep_similar(question: str, similar: tuple[str, ...], options: IngestOptions) -> tuple[tuple[str, ...], int]:
+    """The CLEANED similar questions worth keeping, and how many were dropped: empty ones, ones outside the
+    question length limits or mostly symbols, repeats, and ones that are the question itself."""
+    seen = {canonical_key(question)}
+    kept = []
+    for q in similar:
+        key = canonical_key(q)
+        if key in seen or not options.min_question_chars <= len(q) <= options.max_question_chars:
+            continue
+        if is_non_text(q, options.min_letter_ratio):
+            continue
+        seen.add(key)
+        kept.append(q)
+    return tuple(kept), len(similar) - len(kept)
 
 
 def filter_pair(pair: QAPair, options: IngestOptions) -> tuple[QAPair | None, str | None]:
@@ -140,5 +157,5 @@ def filter_pair(pair: QAPair, options: IngestOptions) -> tuple[QAPair | None, st
         cut = truncate_at_sentence(answer, options.max_answer_chars) if options.overlong == "truncate" else None
         if cut is None or len(cut) < options.min_answer_chars:
             return None, "answer_too_long"
-        return QAPair(question, pair.input, cut), None
+        return QAPair(question, pair.input, cut, pair.similar), None
     return pair, None

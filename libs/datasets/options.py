@@ -24,6 +24,9 @@ class IngestOptions(BaseModel):
     question_field: str | None = Field(default=None, description="Column holding the question (-> instruction).")
     answer_field: str | None = Field(default=None, description="Column holding the answer (-> output).")
     input_field: str | None = Field(default=None, description="Optional context column (-> input).")
+    similar_field: str | None = Field(
+        default=None, description="Column of similar questions (a list, or one per line / '|'-separated)."
+    )
 
     # Length filters, in characters after cleaning.
     min_question_chars: int = Field(default=2, ge=1)

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from libs.common import knowledge, retrieval
 from libs.common.knowledge import KNOWLEDGE_FILE, entry_id_for
 from libs.common.pii import Redactor
-from libs.datasets.cleaning import clean_pair, filter_pair
+from libs.datasets.cleaning import clean_pair, filter_pair, keep_similar
 from libs.datasets.dedup import dedup, question_key
 from libs.datasets.errors import DatasetError
 from libs.datasets.options import IngestOptions
@@ -33,7 +33,7 @@ from libs.datasets.records import QAPair, display_source, extract_pair, resolve_
 from libs.datasets.split import split_keys
 
 # Bump when cleaning/redaction/dedup rules change, so the same input yields a new dataset id.
-PIPELINE_VERSION = 2  # 2: every version also carries its knowledge base
+PIPELINE_VERSION = 3  # 2: every version also carries its knowledge base; 3: and the rows' similar questions
 DATASET_FILES = ("train.jsonl", "eval.jsonl", "card.json", KNOWLEDGE_FILE)
 
 
@@ -62,11 +62,18 @@ class PreparedDataset:
 
     def knowledge(self) -> list[knowledge.Entry]:
         """The knowledge base of this version: every kept row, train and eval, as an entry with a stable id."""
-        return knowledge.entries_from_rows((p.instruction, p.output) for p in (*self.train, *self.eval))
+        return knowledge.entries_from_rows((p.instruction, p.output, p.similar) for p in (*self.train, *self.eval))
+
+
+def _row(pair: QAPair) -> dict[str, Any]:
+    row = asdict(pair)
+    if not pair.similar:  # rows without similar questions are written as before
+        del row["similar"]
+    return row
 
 
 def _jsonl(pairs: Iterable[QAPair]) -> bytes:
-    return "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in pairs).encode("utf-8")
+    return "".join(json.dumps(_row(p), ensure_ascii=False) + "\n" for p in pairs).encode("utf-8")
 
 
 def dataset_id_for(train: bytes, eval_: bytes, options: IngestOptions) -> str:
@@ -138,11 +145,16 @@ def prepare_dataset(
     if first is None:
         raise DatasetError(f"{shown}: no records (the source is empty)")
     mapping = resolve_mapping(
-        [str(k) for k in first], options.question_field, options.answer_field, options.input_field, where=shown
+        [str(k) for k in first],
+        options.question_field,
+        options.answer_field,
+        options.input_field,
+        similar_field=options.similar_field,
+        where=shown,
     )
     redactor = Redactor(options)
 
-    read = truncated = 0
+    read = truncated = similar_dropped = 0
     dropped: Counter[str] = Counter()
     rows: list[QAPair] = []
     row_pii: list[Counter[str]] = []
@@ -153,11 +165,15 @@ def prepare_dataset(
             dropped["non_text"] += 1
             continue
         cleaned = clean_pair(raw)
-        redactions = [redactor.redact(t) for t in (cleaned.instruction, cleaned.input, cleaned.output)]
+        texts = (cleaned.instruction, cleaned.input, cleaned.output, *cleaned.similar)
+        redactions = [redactor.redact(t) for t in texts]
         if options.sensitive_action == "drop" and any(r.has_sensitive for r in redactions):
             dropped["sensitive_word"] += 1
             continue
-        kept, reason = filter_pair(QAPair(*(r.text for r in redactions)), options)
+        question, context, answer, *similar = (r.text for r in redactions)
+        similar, lost = keep_similar(question, tuple(similar), options)
+        similar_dropped += lost
+        kept, reason = filter_pair(QAPair(question, context, answer, similar), options)
         if kept is None:
             dropped[reason or "filtered"] += 1
             continue
@@ -211,7 +227,8 @@ def prepare_dataset(
         },
         "options": options.public_summary(),
         "knowledge": {"file": KNOWLEDGE_FILE, "entries": len({entry_id_for(p.instruction) for p in final}),
-                      "index": retrieval.PARAMS},
+                      "similar_questions": sum(len(p.similar) for p in final),
+                      "similar_dropped": similar_dropped, "index": retrieval.PARAMS},
     }  # fmt: skip
     return PreparedDataset(dataset_id, train, eval_, card)
 

@@ -6,7 +6,9 @@ corrections), so both map fields the same way before ``prepare_dataset``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from numbers import Number
 from typing import Any
@@ -22,15 +24,24 @@ class QAPair:
     instruction: str
     input: str
     output: str
+    #: Other wordings of the question (相似问), when the source keeps them: matched by retrieval, trained on.
+    similar: tuple[str, ...] = ()
+
+
+#: Record keys auto-detected as holding a row's similar questions.
+SIMILAR_FIELDS = ("similar", "similar_questions", "aliases", "相似问", "相似问题")
+#: Separators of similar questions kept in one text cell (CSV, a database column).
+_SIMILAR_SPLIT = re.compile(r"[\n|｜]+")
 
 
 @dataclass(frozen=True)
 class FieldMapping:
-    """Which raw-record keys hold the question, the optional context and the answer."""
+    """Which raw-record keys hold the question, the optional context, the answer and the similar questions."""
 
     question: str
     answer: str
     input: str | None = None
+    similar: str | None = None
 
 
 def is_postgres_url(source: str) -> bool:
@@ -55,6 +66,7 @@ def resolve_mapping(
     answer_field: str | None = None,
     input_field: str | None = None,
     *,
+    similar_field: str | None = None,
     where: str = "source",
 ) -> FieldMapping:
     """Map record keys to question/answer/input, auto-detecting the usual names when no field is given."""
@@ -66,6 +78,22 @@ def resolve_mapping(
         return name if name in keys else by_lower.get(name.strip().lower())
 
     found = ", ".join(repr(k) for k in keys) or "none"
+    if similar_field is not None and find(similar_field) is None:
+        raise DatasetError(f"{where}: mapped field similar={similar_field!r} not found; fields found: {found}")
+    similar = find(similar_field) or next((k for name in SIMILAR_FIELDS if (k := find(name))), None)
+    return dataclasses.replace(_mapping(keys, find, found, question_field, answer_field, input_field, where),
+                               similar=similar)  # fmt: skip
+
+
+def _mapping(
+    keys: list[str],
+    find: Callable[[str | None], str | None],
+    found: str,
+    question_field: str | None,
+    answer_field: str | None,
+    input_field: str | None,
+    where: str,
+) -> FieldMapping:
     if question_field or answer_field or input_field:
         mapping = {"question": question_field or "question", "answer": answer_field or "answer"}
         if input_field:
@@ -100,6 +128,22 @@ def extract_pair(record: Mapping[str, Any], mapping: FieldMapping) -> QAPair | N
     question = field_text(record.get(mapping.question))
     answer = field_text(record.get(mapping.answer))
     context = field_text(record.get(mapping.input)) if mapping.input else ""
-    if question is None or answer is None or context is None:
+    # Sources that keep similar questions often leave the field out of rows without any (JSON lines): a field the
+    # first record did not name is looked for in every record.
+    field = mapping.similar or next((k for k in SIMILAR_FIELDS if k in record), None)
+    similar = similar_questions(record.get(field)) if field else ()
+    if question is None or answer is None or context is None or similar is None:
         return None
-    return QAPair(question, context, answer)
+    return QAPair(question, context, answer, similar)
+
+
+def similar_questions(value: Any) -> tuple[str, ...] | None:
+    """A similar-questions field: a list of texts, or one text with one question per line or ``|``-separated;
+    None for anything else (a number, a nested object)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(q for q in _SIMILAR_SPLIT.split(value) if q.strip())
+    if isinstance(value, list) and all(isinstance(q, str) for q in value):
+        return tuple(value)
+    return None

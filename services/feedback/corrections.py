@@ -47,7 +47,8 @@ def read_rows(dataset_dir: Path) -> list[QAPair]:
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 obj = json.loads(line)
-                rows.append(QAPair(obj.get("instruction", ""), obj.get("input") or "", obj.get("output", "")))
+                similar = tuple(obj.get("similar") or ())
+                rows.append(QAPair(obj.get("instruction", ""), obj.get("input") or "", obj.get("output", ""), similar))
     return rows
 
 
@@ -59,7 +60,7 @@ def options_of(card: dict[str, Any]) -> IngestOptions:
     mapping is dropped because the records built here always use question/input/answer.
     """
     values = dict(card.get("options") or {})
-    for key in ("sensitive_words", "question_field", "answer_field", "input_field"):
+    for key in ("sensitive_words", "question_field", "answer_field", "input_field", "similar_field"):
         values.pop(key, None)
     try:
         return IngestOptions(**values)
@@ -67,8 +68,10 @@ def options_of(card: dict[str, Any]) -> IngestOptions:
         return IngestOptions()
 
 
-def _records(pairs: Sequence[QAPair]) -> list[dict[str, str]]:
-    return [{"question": p.instruction, "input": p.input, "answer": p.output} for p in pairs]
+def _records(pairs: Sequence[QAPair]) -> list[dict[str, Any]]:
+    return [
+        {"question": p.instruction, "input": p.input, "answer": p.output, "similar": list(p.similar)} for p in pairs
+    ]
 
 
 def _jsonl(pairs: Sequence[QAPair]) -> bytes:
@@ -105,6 +108,15 @@ def _replaced(row: QAPair, keys: set[str], grams: list[frozenset[str]], options:
     return any(jaccard(mine, g) >= options.near_dup_threshold for g in grams)
 
 
+def _inherit(fix: QAPair, replaced: Sequence[QAPair], options: IngestOptions) -> QAPair:
+    """A correction keeps the ways customers asked the rows it replaces: their similar questions, and their own
+    question when the correction words it differently."""
+    key = question_key(fix)
+    mine = {key}, [shingles(key, options.ngram)]
+    similar = [q for row in replaced if _replaced(row, *mine, options) for q in (row.instruction, *row.similar)]
+    return replace(fix, similar=tuple(dict.fromkeys([*fix.similar, *similar])))
+
+
 def build_release(
     parent_dir: Path, parent_id: str, corrections: Sequence[Correction], flag_ids: Sequence[str], out_dir: Path
 ) -> tuple[str, dict[str, Any]]:
@@ -116,7 +128,10 @@ def build_release(
     keys = {question_key(p) for p in fixes}
     grams = [shingles(k, options.ngram) for k in keys]
     base = read_rows(parent_dir)
-    kept = [row for row in base if not _replaced(row, keys, grams, options)]
+    gone = [_replaced(row, keys, grams, options) for row in base]
+    kept = [row for row, out in zip(base, gone, strict=True) if not out]
+    replaced = [row for row, out in zip(base, gone, strict=True) if out]
+    fixes = [_inherit(fix, replaced, options) for fix in fixes]
     try:
         prepared = prepare_dataset(_records([*kept, *fixes]), options, source=f"feedback:{parent_id}")
     except DatasetError as exc:

@@ -110,6 +110,9 @@ def ingest(
     question_field: Annotated[str | None, typer.Option(help="Field holding the question.")] = None,
     answer_field: Annotated[str | None, typer.Option(help="Field holding the answer.")] = None,
     input_field: Annotated[str | None, typer.Option(help="Field holding optional context.")] = None,
+    similar_field: Annotated[
+        str | None, typer.Option(help="Field holding similar questions (default: 'similar', '相似问', ...).")
+    ] = None,
     eval_ratio: Annotated[float | None, typer.Option(help="Share of questions for eval (default 0.1).")] = None,
     near_dup_threshold: Annotated[
         float | None, typer.Option(help="Question n-gram Jaccard for near-duplicates (default 0.7).")
@@ -136,6 +139,7 @@ def ingest(
             "question_field": question_field,
             "answer_field": answer_field,
             "input_field": input_field,
+            "similar_field": similar_field,
             "eval_ratio": eval_ratio,
             "near_dup_threshold": near_dup_threshold,
             "max_answer_chars": max_answer_chars,

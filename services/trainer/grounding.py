@@ -8,7 +8,8 @@ Every training row's prompt carries the top-k entries retrieved for its question
   the model learns that the references win over what it memorised — which is what makes live corrections work.
   (Swapping in another entry's whole answer was tried: the tiny base cannot learn to copy in its budget, so it
   learnt to answer with random other answers instead, and train exact match fell from ~0.9 to ~0.65.)
-Questions are the FAQ's own plus training rewrites (``augment``); answers are never rewritten except in edited rows.
+Questions are the FAQ's own, its similar questions (相似问, when the dataset has them) and training rewrites
+(``augment``); answers are never rewritten except in edited rows.
 """
 
 from __future__ import annotations
@@ -101,10 +102,18 @@ def training_rows(
     out: list[FaqRow] = []
     for i, row in enumerate([*rows, *rewrites_only]):
         gold = by_id.get(entry_id_for(row.instruction))
+        # The FAQ's own similar questions are real customer wordings: better training questions than any rule's
+        # rewrite, so they take the rewrites' places (as many rows per entry as without them: the budget is per entry).
+        similar = list(gold.similar) if gold is not None else []
         if i < len(rows):
-            questions = [row.instruction, *augment.variants(row.instruction, mix.rewrites_per_row, rng)]
+            wanted = mix.rewrites_per_row
+            questions = [row.instruction, *rng.sample(similar, min(wanted, len(similar)))]
         else:
-            questions = augment.rewrites(row.instruction, mix.rewrites_per_row + 1, rng)
+            wanted = mix.rewrites_per_row + 1
+            questions = rng.sample(similar, min(wanted, len(similar)))
+        if len(questions) < wanted + (i < len(rows)):
+            more = wanted + (i < len(rows)) - len(questions)
+            questions += (augment.variants if i < len(rows) else augment.rewrites)(row.instruction, more, rng)
         for question in questions:
             hits = [h.entry for h in retriever.search(question, mix.k + 1).hits]
             roll = rng.random()
@@ -113,7 +122,7 @@ def training_rows(
                 refs = _context(hits, gold, mix.k, False, rng, mix)
             elif roll < mix.gold_absent + mix.edited and gold is not None:
                 target = edit_answer(gold.answer, rng)
-                edited = Entry(gold.entry_id, gold.question, target)
+                edited = Entry(gold.entry_id, gold.question, target, gold.similar)
                 refs = _context(hits, edited, mix.k, True, rng, mix)
             else:
                 refs = _context(hits, gold, mix.k, True, rng, mix)

@@ -191,3 +191,46 @@ def test_an_overlay_entry_scores_as_if_it_were_indexed(sample: Retriever) -> Non
     before = sample.search(entry.question, 1).hits[0]
     after = sample.updated([("replace", entry)]).search(entry.question, 1).hits[0]
     assert after.entry == entry and after.score == pytest.approx(before.score)
+
+
+def test_similar_questions_round_trip_and_a_file_without_them_reads_as_before(tmp_path: Path) -> None:
+    refund = ("如何退款？", "在订单页申请。", ["钱怎么拿回来", "退订入口"])
+    entries = entries_from_rows([refund, ("发票？", "费用中心")])
+    assert entries[0].similar == ("钱怎么拿回来", "退订入口") and entries[1].similar == ()
+    data = to_jsonl(entries).decode()
+    assert '"similar"' in data.splitlines()[0] and '"similar"' not in data.splitlines()[1]
+    (tmp_path / "knowledge.jsonl").write_text(data, "utf-8")
+    assert read_entries(tmp_path / "knowledge.jsonl") == entries
+    (tmp_path / "knowledge.jsonl").write_text('{"entry_id": "kb-1", "question": "q", "answer": "a", "similar": "x"}')
+    with pytest.raises(ValueError, match="'similar' must be a list"):
+        read_entries(tmp_path / "knowledge.jsonl")
+
+
+MFA = "怎样开启二次验证（MFA）？", "在「账号中心」-「安全设置」中开启 MFA，用身份验证器扫码绑定。"
+PORT = "如何在安全组中放行80端口？", "在「安全组」页面添加入方向规则，端口填 80，授权对象 0.0.0.0/0。"
+
+
+def test_a_customer_wording_kept_as_a_similar_question_finds_its_entry_with_confidence() -> None:
+    plain = Retriever(entries_from_rows([MFA, PORT]))
+    with_similar = Retriever(entries_from_rows([(*MFA, ["2FA 怎么搞", "登录要手机验证码那种保护咋打开"]), PORT]))
+    question = "2fa咋搞"
+    assert plain.search(question, 1).confidence < 0.5
+    found = with_similar.search(question, 2)
+    assert found.hits[0].entry.question == MFA[0] and found.confidence > 0.9
+    # an entry scores as its best wording: its own question still finds it first, fully covered
+    own = with_similar.search(MFA[0], 2)
+    assert own.hits[0].entry.question == MFA[0] and own.confidence == pytest.approx(1.0)
+    assert with_similar.coverage(question, own.hits[0].entry) == pytest.approx(found.confidence)
+
+
+def test_a_correction_keeps_the_similar_questions_of_the_entry_it_replaces() -> None:
+    base = Retriever(entries_from_rows([(*MFA, ["2FA 怎么搞"]), PORT]))
+    mfa = base.entries[0]
+    fixed = base.updated([("replace", Entry(mfa.entry_id, mfa.question, "新版：在「安全中心」开启 MFA。"))])
+    hit = fixed.search("2fa咋搞", 1).hits[0].entry
+    assert hit.answer.startswith("新版") and hit.similar == ("2FA 怎么搞",)
+    again = fixed.updated([("replace", Entry(mfa.entry_id, mfa.question, "第三版"))])
+    assert again.search("2fa咋搞", 1).hits[0].entry.similar == ("2FA 怎么搞",)
+    # a correction that brings its own similar questions uses them
+    own = base.updated([("replace", Entry(mfa.entry_id, mfa.question, "x", ("双重认证",)))])
+    assert own.search("双重认证", 1).hits[0].entry.similar == ("双重认证",)

@@ -146,3 +146,18 @@ def test_options_come_from_the_parent_card_without_the_secret_words() -> None:
     options = options_of(card)
     assert options.eval_ratio == 0.3 and options.question_field is None and options.sensitive_words == ()
     assert options_of({"options": {"eval_ratio": 7}}) == IngestOptions()  # unreadable: defaults
+
+
+def test_a_correction_keeps_the_similar_questions_and_wording_of_the_row_it_replaces(tmp_path: Path) -> None:
+    records = [{"question": q, "answer": a} for q, a in FAQ]
+    records[2]["similar"] = ["发票在哪开", "开票入口"]
+    prepared = prepare_dataset(records, IngestOptions(eval_ratio=0), source="faq.jsonl")
+    parent = tmp_path / prepared.dataset_id
+    write_dataset(prepared, parent)
+    out, _, _ = build(parent, tmp_path, [Correction("fl-1", "如何开具发票呢？", "在「发票管理」提交申请。")])
+    fixed = next(r for r in rows(out / "train.jsonl") if r["output"] == "在「发票管理」提交申请。")
+    # the FAQ's wording, replaced by the agent's near-duplicate one, stays a way to reach the entry
+    assert fixed["instruction"] == "如何开具发票呢？"
+    assert fixed["similar"] == ["如何开具发票？", "发票在哪开", "开票入口"]
+    knowledge = [json.loads(line) for line in (out / "knowledge.jsonl").read_text("utf-8").splitlines()]
+    assert sum(bool(e.get("similar")) for e in knowledge) == 1

@@ -244,3 +244,48 @@ def test_failed_replace_keeps_the_previous_dataset(
         write_dataset(prepare(fixtures / "faq_gbk.csv"), out)
     assert json.loads((out / "card.json").read_text(encoding="utf-8"))["dataset_id"] == first.dataset_id
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+
+
+def test_the_bundled_sample_keeps_its_similar_questions() -> None:
+    prepared = prepare(SAMPLE)
+    assert prepared.card["knowledge"]["similar_questions"] >= 4 * prepared.card["counts"]["kept"]
+    assert all(e.similar for e in prepared.knowledge())
+
+
+def test_similar_questions_are_cleaned_redacted_and_deduplicated(tmp_path: Path) -> None:
+    rows = [
+        {
+            "question": "如何申请退款？",
+            "answer": "在「订单」页面点击退款。",
+            "相似问": ["钱怎么退回来", " 钱怎么退回来！", "如何申请退款", "", "退款找13812345678", "★★★"],
+        },
+        {"question": "如何开发票？", "answer": "在费用中心申请。"},
+    ]
+    prepared = prepare_dataset(rows, IngestOptions(eval_ratio=0))
+    refund = next(p for p in prepared.train if p.instruction == "如何申请退款？")
+    assert refund.similar[0] == "钱怎么退回来" and len(refund.similar) == 2  # repeats, the question, empties gone
+    assert "13812345678" not in refund.similar[1] and "退款找" in refund.similar[1]  # PII redacted as everywhere
+    assert prepared.card["knowledge"]["similar_questions"] == 2
+    assert prepared.card["knowledge"]["similar_dropped"] == 4
+    lines = prepared.files()["train.jsonl"].decode().splitlines()
+    # rows without similar questions are written exactly as before; the list is part of the content id
+    assert {tuple(json.loads(line)) for line in lines} == {
+        ("instruction", "input", "output", "similar"),
+        ("instruction", "input", "output"),
+    }
+    edited = [{**rows[0], "相似问": ["钱怎么退回来"]}, rows[1]]
+    assert prepare_dataset(edited, IngestOptions(eval_ratio=0)).dataset_id != prepared.dataset_id
+
+
+def test_similar_questions_from_a_text_column_and_a_named_field(tmp_path: Path) -> None:
+    csv = tmp_path / "faq.csv"
+    csv.write_text("question,answer,alts\n如何退款？,在订单页申请。,钱怎么退回来|退订入口\n", "utf-8")
+    prepared = prepare(csv, eval_ratio=0, similar_field="alts")
+    assert prepared.train[0].similar == ("钱怎么退回来", "退订入口")
+    with pytest.raises(IngestError, match=r"similar='nope' not found"):
+        prepare(csv, similar_field="nope")
+    bad = [
+        {"question": "如何退款？", "answer": "在订单页申请。", "similar": [{"q": 1}]},
+        {"question": "如何开票？", "answer": "在费用中心申请。"},
+    ]
+    assert prepare_dataset(bad).card["dropped"] == {"non_text": 1}  # a row whose similar field is not text

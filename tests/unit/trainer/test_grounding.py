@@ -151,3 +151,20 @@ def test_prepare_grounds_every_split_and_records_the_budget() -> None:
     assert entry_id_for(FAQ[0][0]) in {e.entry_id for e in prepared.retriever.entries}
     bare = prepare(ROWS[:4], ROWS[4:], [], entries_from_rows(FAQ), TrainConfig(grounded=False))
     assert bare.retriever is None and bare.train_set == ROWS[:4] and bare.splits["eval"] == ROWS[4:]
+
+
+def test_similar_questions_take_the_place_of_rule_rewrites() -> None:
+    similar = {"如何申请退款？": ["钱怎么退回来", "不想要了能退吗", "退订入口"], "有没有免费试用？": ["能白嫖一台吗"]}
+    entries = entries_from_rows((q, a, similar.get(q, [])) for q, a in FAQ)
+    mix = grounding.Mix(k=2, rewrites_per_row=2, gold_absent=0.0, edited=0.0)
+    rows = grounding.training_rows(ROWS[:4], Retriever(entries), mix, seed=0, rewrites_only=ROWS[4:])
+    assert len(rows) == len(ROWS) * 3  # the same rows per entry: the budget is per entry, not per wording
+    for question, wordings in similar.items():
+        answer = dict(FAQ)[question]
+        taught = [r for r in rows if r.output == answer]
+        assert len(taught) == 3 and all(f" {question} {answer}" in r.input for r in taught)
+        asked = {r.instruction for r in taught}
+        # a trained entry: its own question and two of its similar ones; an eval entry: its one similar question
+        # and rule rewrites to make up three (never its FAQ wording)
+        assert len(asked & set(wordings)) == min(2 if question == FAQ[0][0] else 3, len(wordings))
+        assert (question in asked) == (question == FAQ[0][0])
