@@ -9,7 +9,6 @@ routes annotated with it read ``rt.settings.ingest_max_rows`` with no cast.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -24,6 +23,8 @@ from libs.common.outbox import run_relay
 from libs.common.settings import KefuSettings
 
 log = logging.getLogger("kefu.runtime")
+#: How long each step of a shutdown may take before it is abandoned with a warning.
+STOP_GRACE_SECONDS = 15.0
 S = TypeVar("S", bound=KefuSettings)
 
 
@@ -88,12 +89,19 @@ class ServiceRuntime(Generic[S]):
         """Publish staged events now instead of at the next poll."""
         self.outbox_wake.set()
 
-    async def stop(self) -> None:
+    async def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+        """Cancel the background tasks, close the broker and the database pool; a step that does not finish
+        within ``grace_seconds`` is logged and left behind, so a shutdown never hangs (a test teardown once
+        waited 600 s here for something that never answered)."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=grace_seconds)
+            for task in stuck:
+                log.warning("%s: task %s did not stop within %g s", self.name, task.get_name(), grace_seconds)
         self._tasks.clear()
-        await self.broker.stop()
-        await self.engine.dispose()
+        for step, close in (("broker", self.broker.stop), ("database pool", self.engine.dispose)):
+            try:
+                await asyncio.wait_for(close(), grace_seconds)
+            except TimeoutError:
+                log.warning("%s: closing the %s took over %g s; left behind", self.name, step, grace_seconds)
