@@ -165,14 +165,17 @@ def prepare_dataset(
             dropped["non_text"] += 1
             continue
         cleaned = clean_pair(raw)
-        texts = (cleaned.instruction, cleaned.input, cleaned.output, *cleaned.similar)
-        redactions = [redactor.redact(t) for t in texts]
+        redactions = [redactor.redact(t) for t in (cleaned.instruction, cleaned.input, cleaned.output)]
         if options.sensitive_action == "drop" and any(r.has_sensitive for r in redactions):
             dropped["sensitive_word"] += 1
             continue
-        question, context, answer, *similar = (r.text for r in redactions)
-        similar, lost = keep_similar(question, tuple(similar), options)
-        similar_dropped += lost
+        question, context, answer = (r.text for r in redactions)
+        # A similar question with a sensitive word to drop goes alone; the row and its other wordings stay.
+        alternatives = [redactor.redact(q) for q in cleaned.similar]
+        kept_alternatives = [r for r in alternatives if not (options.sensitive_action == "drop" and r.has_sensitive)]
+        similar, lost = keep_similar(question, tuple(r.text for r in kept_alternatives), options)
+        similar_dropped += lost + len(alternatives) - len(kept_alternatives)
+        row_redactions = redactions + kept_alternatives
         kept, reason = filter_pair(QAPair(question, context, answer, similar), options)
         if kept is None:
             dropped[reason or "filtered"] += 1
@@ -180,7 +183,7 @@ def prepare_dataset(
         if kept.output != redactions[2].text:
             truncated += 1
         rows.append(kept)
-        row_pii.append(sum((r.counts for r in redactions), Counter()))
+        row_pii.append(sum((r.counts for r in row_redactions), Counter()))
 
     if not rows:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items()))

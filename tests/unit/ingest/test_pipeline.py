@@ -289,3 +289,14 @@ def test_similar_questions_from_a_text_column_and_a_named_field(tmp_path: Path) 
         {"question": "如何开票？", "answer": "在费用中心申请。"},
     ]
     assert prepare_dataset(bad).card["dropped"] == {"non_text": 1}  # a row whose similar field is not text
+
+
+def test_a_similar_question_with_a_word_to_drop_goes_alone() -> None:
+    rows = [
+        {"question": "如何注册？", "answer": "点击注册。", "similar": ["天穹计划怎么注册", "注册入口在哪"]},
+        {"question": "如何开票？", "answer": "在费用中心申请。"},
+    ]
+    options = IngestOptions(sensitive_words=("天穹计划",), sensitive_action="drop", eval_ratio=0)
+    prepared = prepare_dataset(rows, options)
+    assert prepared.card["counts"]["kept"] == 2 and prepared.card["dropped"] == {}
+    assert prepared.train[0].similar == ("注册入口在哪",) and prepared.card["knowledge"]["similar_dropped"] == 1
