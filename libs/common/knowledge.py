@@ -58,7 +58,7 @@ def entries_from_rows(rows: Iterable[tuple[str, str] | tuple[str, str, Sequence[
 
 def _row(e: Entry) -> dict[str, object]:
     row = asdict(e)
-    if not e.similar:  # knowledge bases without similar questions keep their bytes (and dataset ids)
+    if not e.similar:  # an entry without similar questions is written in the three fields it always had
         del row["similar"]
     return row
 

@@ -179,14 +179,13 @@ class Retriever:
         self._owner = np.asarray(owner, dtype=np.int64)
         self._first_doc = np.searchsorted(self._owner, np.arange(len(self._base)))
         self._sets = [frozenset(d) for d in docs]
-        # idf over entries, not wordings: an entry with many wordings does not make its words look common
+        # Confidence weighs a word by its idf over entries (an entry with many wordings does not make its words
+        # look common); ranking, like bm25s, by its idf over wordings, which overlay entries are scored with too.
         entry_sets: list[set[str]] = [set() for _ in self._base]
         for i, terms in zip(owner, self._sets, strict=True):
             entry_sets[i] |= terms
-        df = Counter(t for terms in entry_sets for t in terms)
-        n = max(1, len(self._base))
-        self._idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
-        self._unseen_idf = math.log(1 + (n + 0.5) / 0.5)
+        self._idf, self._unseen_idf = _idf(Counter(t for terms in entry_sets for t in terms), len(self._base))
+        self._doc_idf, self._doc_unseen_idf = _idf(Counter(t for terms in self._sets for t in terms), len(docs))
         self._k1, self._b = k1, b
         self._avg_len = sum(map(len, docs)) / max(1, len(docs)) or 1.0
         self._bm25 = bm25s.BM25(k1=k1, b=b)
@@ -195,6 +194,7 @@ class Retriever:
             index = self._bm25.scores  # bm25s's term scores, token-major: viewed as a sparse matrix, not copied
             shape = (index["num_docs"], len(index["indptr"]) - 1)
             self._terms = scipy.sparse.csc_matrix((index["data"], index["indices"], index["indptr"]), shape=shape)
+
         self._position = {e.entry_id: i for i, e in enumerate(self._base)}
         self._hidden = np.zeros(len(self._base), dtype=bool)
         self._overlay: dict[str, tuple[Entry, list[tuple[Counter[str], int]]]] = {}
@@ -204,15 +204,15 @@ class Retriever:
         return len(self.entries)
 
     def updated(self, changes: Sequence[tuple[str, Entry]]) -> Retriever:
-        """This knowledge after ``changes`` ((action, entry): add | replace | retire), sharing this index. A
-        replacement without similar questions keeps those of the entry it replaces (a correction changes the
+        """This knowledge after ``changes`` ((action, entry): add | replace | retire), sharing this index. An
+        entry put in without similar questions keeps those of the entry it replaces (a correction changes the
         answer; the ways customers ask stay)."""
         view = copy.copy(self)
         view._hidden, view._overlay = self._hidden.copy(), dict(self._overlay)
         for action, changed in changes:
             position = self._position.get(changed.entry_id)
             before = view._overlay.get(changed.entry_id, (self._base[position],) if position is not None else None)
-            if action == "replace" and not changed.similar and before is not None:
+            if action != "retire" and not changed.similar and before is not None:
                 changed = dataclasses.replace(changed, similar=before[0].similar)
             if position is not None:
                 view._hidden[position] = True
@@ -278,10 +278,16 @@ class Retriever:
         """Weighted BM25 (Lucene variant, as bm25s) of one overlay document with the base's statistics."""
         norm = self._k1 * (1 - self._b + self._b * length / self._avg_len)
         return sum(
-            w * self._idf.get(t, self._unseen_idf) * counts[t] / (counts[t] + norm)
+            w * self._doc_idf.get(t, self._doc_unseen_idf) * counts[t] / (counts[t] + norm)
             for t, w in weights.items()
             if counts[t]
         )
+
+
+def _idf(df: Counter[str], n: int) -> tuple[dict[str, float], float]:
+    """Lucene's idf (as bm25s) of each term over ``n`` documents, and that of a term none has."""
+    n = max(1, n)
+    return {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}, math.log(1 + (n + 0.5) / 0.5)
 
 
 def _coverage(content: dict[str, float], doc: frozenset[str] | Counter[str]) -> float:

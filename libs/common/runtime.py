@@ -96,7 +96,10 @@ class ServiceRuntime(Generic[S]):
         for task in self._tasks:
             task.cancel()
         if self._tasks:
-            _, stuck = await asyncio.wait(self._tasks, timeout=grace_seconds)
+            done, stuck = await asyncio.wait(self._tasks, timeout=grace_seconds)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.warning("%s: task %s had failed: %r", self.name, task.get_name(), task.exception())
             for task in stuck:
                 log.warning("%s: task %s did not stop within %g s", self.name, task.get_name(), grace_seconds)
         self._tasks.clear()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections import Counter
 
 from libs.datasets.options import IngestOptions
 from libs.datasets.records import QAPair
@@ -112,7 +113,8 @@ def truncate_at_sentence(text: str, limit: int) -> str | None:
 
 
 def clean_pair(pair: QAPair) -> QAPair:
-    similar = tuple(normalize_text(q) for q in pair.similar)
+    # Split after normalizing: a cell's <br> becomes a line break, and each line is one wording.
+    similar = tuple(line for q in pair.similar for line in normalize_text(q).split("\n"))
     return QAPair(normalize_text(pair.instruction), normalize_text(pair.input), normalize_text(pair.output), similar)
 
 
@@ -130,6 +132,20 @@ def keep_similar(question: str, similar: tuple[str, ...], options: IngestOptions
         seen.add(key)
         kept.append(q)
     return tuple(kept), len(similar) - len(kept)
+
+
+def drop_shared_similar(rows: list[QAPair]) -> tuple[list[QAPair], int]:
+    """Rows without the similar questions that are not theirs alone: one that is another row's question, or
+    that two rows list (a wording must lead to one answer, in retrieval and in training). Returns the rows and how
+    many similar questions went."""
+    questions = {canonical_key(r.instruction) for r in rows}
+    listed = Counter(canonical_key(q) for r in rows for q in r.similar)
+    out, dropped = [], 0
+    for r in rows:
+        mine = tuple(q for q in r.similar if canonical_key(q) not in questions and listed[canonical_key(q)] == 1)
+        dropped += len(r.similar) - len(mine)
+        out.append(QAPair(r.instruction, r.input, r.output, mine) if len(mine) != len(r.similar) else r)
+    return out, dropped
 
 
 def filter_pair(pair: QAPair, options: IngestOptions) -> tuple[QAPair | None, str | None]:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from libs.common import knowledge, retrieval
 from libs.common.knowledge import KNOWLEDGE_FILE, entry_id_for
 from libs.common.pii import Redactor
-from libs.datasets.cleaning import clean_pair, filter_pair, keep_similar
+from libs.datasets.cleaning import clean_pair, drop_shared_similar, filter_pair, keep_similar
 from libs.datasets.dedup import dedup, question_key
 from libs.datasets.errors import DatasetError
 from libs.datasets.options import IngestOptions
@@ -67,7 +67,7 @@ class PreparedDataset:
 
 def _row(pair: QAPair) -> dict[str, Any]:
     row = asdict(pair)
-    if not pair.similar:  # rows without similar questions are written as before
+    if not pair.similar:  # a row without similar questions is written in the three fields it always had
         del row["similar"]
     return row
 
@@ -154,7 +154,7 @@ def prepare_dataset(
     )
     redactor = Redactor(options)
 
-    read = truncated = similar_dropped = 0
+    read = truncated = similar_seen = similar_dropped = 0
     dropped: Counter[str] = Counter()
     rows: list[QAPair] = []
     row_pii: list[Counter[str]] = []
@@ -165,6 +165,7 @@ def prepare_dataset(
             dropped["non_text"] += 1
             continue
         cleaned = clean_pair(raw)
+        similar_seen += len(cleaned.similar)
         redactions = [redactor.redact(t) for t in (cleaned.instruction, cleaned.input, cleaned.output)]
         if options.sensitive_action == "drop" and any(r.has_sensitive for r in redactions):
             dropped["sensitive_word"] += 1
@@ -196,7 +197,10 @@ def prepare_dataset(
         ngram=options.ngram,
         num_perm=options.minhash_perm,
     )
-    final = [rows[i] for i in result.kept]
+    final, shared = drop_shared_similar([rows[i] for i in result.kept])
+    similar_dropped += shared
+    if options.similar_field and not (similar_seen or similar_dropped):
+        raise DatasetError(f"{shown}: no record has the similar-questions field {options.similar_field!r}")
     pii: Counter[str] = sum((row_pii[i] for i in result.kept), Counter())
     sides = split_keys([question_key(p) for p in final], options.eval_ratio, options.split_seed)
     train = tuple(p for p, side in zip(final, sides, strict=True) if side == "train")
@@ -207,7 +211,8 @@ def prepare_dataset(
         "dataset_id": dataset_id,
         "source": shown,
         "pipeline_version": PIPELINE_VERSION,
-        "fields": {"question": mapping.question, "answer": mapping.answer, "input": mapping.input},
+        "fields": {"question": mapping.question, "answer": mapping.answer, "input": mapping.input,
+                   "similar": mapping.similar},
         "counts": {
             "read": read,
             "kept": len(final),

@@ -78,9 +78,9 @@ def resolve_mapping(
         return name if name in keys else by_lower.get(name.strip().lower())
 
     found = ", ".join(repr(k) for k in keys) or "none"
-    if similar_field is not None and find(similar_field) is None:
-        raise DatasetError(f"{where}: mapped field similar={similar_field!r} not found; fields found: {found}")
-    similar = find(similar_field) or next((k for name in SIMILAR_FIELDS if (k := find(name))), None)
+    # A named similar field is taken as given: rows without similar questions often leave it out (JSON lines), so
+    # the first record need not have it (``prepare_dataset`` says so when no record does).
+    similar = similar_field or next((k for name in SIMILAR_FIELDS if (k := find(name))), None)
     return dataclasses.replace(_mapping(keys, find, found, question_field, answer_field, input_field, where),
                                similar=similar)  # fmt: skip
 
@@ -132,18 +132,18 @@ def extract_pair(record: Mapping[str, Any], mapping: FieldMapping) -> QAPair | N
     # first record did not name is looked for in every record.
     field = mapping.similar or next((k for k in SIMILAR_FIELDS if k in record), None)
     similar = similar_questions(record.get(field)) if field else ()
-    if question is None or answer is None or context is None or similar is None:
+    if question is None or answer is None or context is None:
         return None
     return QAPair(question, context, answer, similar)
 
 
-def similar_questions(value: Any) -> tuple[str, ...] | None:
-    """A similar-questions field: a list of texts, or one text with one question per line or ``|``-separated;
-    None for anything else (a number, a nested object)."""
+def similar_questions(value: Any) -> tuple[str, ...]:
+    """A similar-questions field: a list of texts, or one text with one question per line or ``|``-separated.
+    An item that is not text (an object, a blob) becomes "" — dropped and counted by cleaning, never the row."""
     if value is None:
         return ()
     if isinstance(value, str):
         return tuple(q for q in _SIMILAR_SPLIT.split(value) if q.strip())
-    if isinstance(value, list) and all(isinstance(q, str) for q in value):
-        return tuple(value)
-    return None
+    if isinstance(value, list | tuple):
+        return tuple(text or "" for text in map(field_text, value))
+    return (field_text(value) or "",)

@@ -234,3 +234,14 @@ def test_a_correction_keeps_the_similar_questions_of_the_entry_it_replaces() -> 
     # a correction that brings its own similar questions uses them
     own = base.updated([("replace", Entry(mfa.entry_id, mfa.question, "x", ("双重认证",)))])
     assert own.search("双重认证", 1).hits[0].entry.similar == ("双重认证",)
+
+
+def test_with_similar_questions_an_overlay_entry_still_scores_as_if_indexed() -> None:
+    rows = [(*MFA, ["2FA 怎么搞", "双重认证在哪开"]), (*PORT, ["80端口怎么开"]), ("如何申请发票？", "在费用中心申请。")]
+    base = Retriever(entries_from_rows(rows))
+    for entry in base.entries:
+        for wording in entry.questions:
+            before = base.search(wording, 3).hits
+            after = base.updated([("replace", entry)]).search(wording, 3).hits
+            assert [h.entry for h in after] == [h.entry for h in before]
+            assert [h.score for h in after] == pytest.approx([h.score for h in before])

@@ -279,16 +279,45 @@ def test_similar_questions_are_cleaned_redacted_and_deduplicated(tmp_path: Path)
 
 def test_similar_questions_from_a_text_column_and_a_named_field(tmp_path: Path) -> None:
     csv = tmp_path / "faq.csv"
-    csv.write_text("question,answer,alts\n如何退款？,在订单页申请。,钱怎么退回来|退订入口\n", "utf-8")
+    csv.write_text("question,answer,alts\n如何退款？,在订单页申请。,钱怎么退回来|退订入口<br>退款在哪\n", "utf-8")
     prepared = prepare(csv, eval_ratio=0, similar_field="alts")
-    assert prepared.train[0].similar == ("钱怎么退回来", "退订入口")
-    with pytest.raises(IngestError, match=r"similar='nope' not found"):
+    # split after cleaning too: a cell's <br> is a line break, each line one wording
+    assert prepared.train[0].similar == ("钱怎么退回来", "退订入口", "退款在哪")
+    assert prepared.card["fields"]["similar"] == "alts"
+    with pytest.raises(IngestError, match=r"no record has the similar-questions field 'nope'"):
         prepare(csv, similar_field="nope")
-    bad = [
-        {"question": "如何退款？", "answer": "在订单页申请。", "similar": [{"q": 1}]},
+    # a named field the first record leaves out (JSON lines without similar questions on that row) is still read
+    rows = [
+        {"question": "如何开票？", "answer": "在费用中心申请。"},
+        {"question": "如何退款？", "answer": "在订单页申请。", "alts": ["钱怎么退"]},
+    ]
+    assert (
+        prepare_dataset(rows, IngestOptions(similar_field="alts", eval_ratio=0)).card["knowledge"]["similar_questions"]
+        == 1
+    )
+
+
+def test_an_item_that_is_not_text_costs_that_item_not_the_row() -> None:
+    rows = [
+        {"question": "如何退款？", "answer": "在订单页申请。", "similar": [{"q": 1}, None, "钱怎么退回来", 12306]},
         {"question": "如何开票？", "answer": "在费用中心申请。"},
     ]
-    assert prepare_dataset(bad).card["dropped"] == {"non_text": 1}  # a row whose similar field is not text
+    prepared = prepare_dataset(rows, IngestOptions(eval_ratio=0))
+    assert prepared.card["counts"]["kept"] == 2 and prepared.card["dropped"] == {}
+    refund = next(p for p in prepared.train if p.instruction == "如何退款？")
+    assert refund.similar == ("钱怎么退回来", "12306") and prepared.card["knowledge"]["similar_dropped"] == 2
+
+
+def test_a_wording_must_lead_to_one_answer() -> None:
+    rows = [
+        {"question": "如何退款？", "answer": "在订单页申请。", "similar": ["钱怎么退", "如何开票", "退订入口"]},
+        {"question": "如何开票？", "answer": "在费用中心申请。", "similar": ["退订入口", "发票在哪开"]},
+    ]
+    prepared = prepare_dataset(rows, IngestOptions(eval_ratio=0))
+    by_question = {p.instruction: p.similar for p in prepared.train}
+    # another row's question, and a wording both rows list, are nobody's
+    assert by_question == {"如何退款？": ("钱怎么退",), "如何开票？": ("发票在哪开",)}
+    assert prepared.card["knowledge"]["similar_dropped"] == 3
 
 
 def test_a_similar_question_with_a_word_to_drop_goes_alone() -> None:
