@@ -156,6 +156,9 @@ class KnowledgeUpdated(Event):
     answer: str
     update_id: int | None = Field(default=None, description="Row id in knowledge_updates (its order).")
     flag_id: str | None = None
+    similar: list[str] | None = Field(
+        default=None, description="The entry's similar questions after the change; null: unchanged."
+    )
 
 
 class QualityDrift(Event):

@@ -203,16 +203,16 @@ class Retriever:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def updated(self, changes: Sequence[tuple[str, Entry]]) -> Retriever:
-        """This knowledge after ``changes`` ((action, entry): add | replace | retire), sharing this index. An
-        entry put in without similar questions keeps those of the entry it replaces (a correction changes the
-        answer; the ways customers ask stay)."""
+    def updated(self, changes: Sequence[tuple[str, Entry] | tuple[str, Entry, bool]]) -> Retriever:
+        """This knowledge after ``changes`` ((action, entry[, keep similar]): add | replace | retire), sharing this
+        index. An entry put in with ``keep similar`` (default: when it has no similar questions) keeps those of the
+        entry it replaces (a correction changes the answer; the ways customers ask stay)."""
         view = copy.copy(self)
         view._hidden, view._overlay = self._hidden.copy(), dict(self._overlay)
-        for action, changed in changes:
+        for action, changed, *keep in changes:
             position = self._position.get(changed.entry_id)
             before = view._overlay.get(changed.entry_id, (self._base[position],) if position is not None else None)
-            if action != "retire" and not changed.similar and before is not None:
+            if action != "retire" and (keep[0] if keep else not changed.similar) and before is not None:
                 changed = dataclasses.replace(changed, similar=before[0].similar)
             if position is not None:
                 view._hidden[position] = True

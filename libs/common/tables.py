@@ -296,6 +296,8 @@ class Flag(Base):
     # question; both None for a new entry (e.g. a handed-off question turned into an FAQ entry).
     entry_id: Mapped[str | None] = mapped_column(String(64))
     entry_question: Mapped[str | None] = mapped_column(Text)
+    # Instead of a correction: the customer's question is another wording of this entry (a similar question).
+    similar_to: Mapped[str | None] = mapped_column(String(64))
 
 
 class KnowledgeUpdate(Base):
@@ -308,6 +310,8 @@ class KnowledgeUpdate(Base):
     action: Mapped[str] = mapped_column(String(16))  # add | replace | retire
     question: Mapped[str] = mapped_column(Text)
     answer: Mapped[str] = mapped_column(Text)
+    # The entry's similar questions after the change; None: those it had (a correction changes only the answer).
+    similar: Mapped[list[str] | None] = mapped_column(JSON)
     flag_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from libs.common.knowledge import entry_id_for
 from libs.datasets.cleaning import clean_pair
 from libs.datasets.dedup import jaccard, question_key, shingles
 from libs.datasets.errors import DatasetError
@@ -26,6 +27,15 @@ from libs.datasets.records import QAPair
 from services.feedback.errors import Unusable
 
 REGRESSION_FILE = "regression.jsonl"
+
+
+@dataclass(frozen=True)
+class Wording:
+    """An approved similar question: the customer's ``question`` asks about knowledge entry ``entry_id``."""
+
+    flag_id: str
+    entry_id: str
+    question: str
 
 
 @dataclass(frozen=True)
@@ -117,14 +127,34 @@ def _inherit(fix: QAPair, replaced: Sequence[QAPair], options: IngestOptions) ->
     return replace(fix, similar=tuple(dict.fromkeys([*fix.similar, *similar])))
 
 
+def _with_wordings(rows: list[QAPair], wordings: Sequence[Wording]) -> tuple[list[QAPair], int]:
+    """The rows with each wording added to the similar questions of its entry's row; and how many found no row
+    (the entry is gone from this version)."""
+    at = {entry_id_for(r.instruction): i for i, r in enumerate(rows)}
+    unplaced = 0
+    for w in wordings:
+        i = at.get(w.entry_id)
+        if i is None:
+            unplaced += 1
+        elif w.question not in rows[i].similar:
+            rows[i] = replace(rows[i], similar=(*rows[i].similar, w.question))
+    return rows, unplaced
+
+
 def build_release(
-    parent_dir: Path, parent_id: str, corrections: Sequence[Correction], flag_ids: Sequence[str], out_dir: Path
+    parent_dir: Path,
+    parent_id: str,
+    corrections: Sequence[Correction],
+    flag_ids: Sequence[str],
+    out_dir: Path,
+    wordings: Sequence[Wording] = (),
 ) -> tuple[str, dict[str, Any]]:
-    """Write the new version into ``out_dir`` (which must not exist); returns ``(dataset_id, card)``."""
+    """Write the new version into ``out_dir`` (which must not exist); returns ``(dataset_id, card)``. Approved
+    ``wordings`` join their entries' similar questions."""
     card_path = parent_dir / "card.json"
     parent_card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
     options = options_of(parent_card)
-    fixes = clean_corrections(corrections, options)
+    fixes = clean_corrections(corrections, options) if corrections else []
     keys = {question_key(p) for p in fixes}
     grams = [shingles(k, options.ngram) for k in keys]
     base = read_rows(parent_dir)
@@ -132,8 +162,9 @@ def build_release(
     kept = [row for row, out in zip(base, gone, strict=True) if not out]
     replaced = [row for row, out in zip(base, gone, strict=True) if out]
     fixes = [_inherit(fix, replaced, options) for fix in fixes]
+    rows, unplaced = _with_wordings([*kept, *fixes], wordings)
     try:
-        prepared = prepare_dataset(_records([*kept, *fixes]), options, source=f"feedback:{parent_id}")
+        prepared = prepare_dataset(_records(rows), options, source=f"feedback:{parent_id}")
     except DatasetError as exc:
         raise Unusable("bad_release", str(exc)) from None
 
@@ -161,6 +192,8 @@ def build_release(
         "corrections": len(corrections),
         "corrections_kept": len(fixes),
         "rows_replaced": len(base) - len(kept),
+        "similar_questions_added": len(wordings) - unplaced,
+        "similar_questions_unplaced": unplaced,
     }
     write_dataset(replace(prepared, dataset_id=dataset_id, train=train, eval=eval_, card=card), out_dir)
     (out_dir / REGRESSION_FILE).write_bytes(regression)

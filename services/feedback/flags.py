@@ -47,6 +47,8 @@ class FlagView:
     released_dataset_id: str | None
     created_at: datetime
     reviewed_at: datetime | None
+    similar_to: str | None  # instead of a correction: the question is another wording of this entry
+    entry_question: str | None  # the question of the entry the flag changed (or names), once known
     question: str
     answer: str
     engine_id: str | None
@@ -74,6 +76,8 @@ def _view(flag: Flag, answer: Answer | None) -> FlagView:
         released_dataset_id=flag.released_dataset_id,
         created_at=flag.created_at,
         reviewed_at=flag.reviewed_at,
+        similar_to=flag.similar_to,
+        entry_question=flag.entry_question,
         question=answer.question if answer else "",
         answer=answer.answer if answer else "",
         engine_id=answer.engine_id if answer else None,
@@ -95,16 +99,21 @@ async def flag_answer(
     reason: str,
     agent: str,
     correction: str | None = None,
+    similar_to: str | None = None,
     auto_approve: bool = False,
 ) -> FlagView:
     """Store a flag on ``answer_id`` and stage ``feedback.flagged``; 404 if the gateway never served that answer.
 
-    With ``auto_approve`` a flag that carries a correction is approved at once (the demo's setting).
+    ``similar_to`` (instead of a correction): the question is another wording of that knowledge entry, to be added
+    to its similar questions once approved. With ``auto_approve`` a flag that carries a correction or names an
+    entry is approved at once (the demo's setting).
     """
     reason_text = _text(reason)
     if reason_text is None:
         raise Invalid("invalid_request", "reason: a flag needs a reason")
-    fix = _text(correction)
+    fix, entry_id = _text(correction), _text(similar_to)
+    if fix is not None and entry_id is not None:
+        raise Invalid("invalid_request", "similar_to: a flag either corrects the answer or names the entry, not both")
     async with sessions() as session, session.begin():
         answer = await session.get(Answer, answer_id)
         if answer is None:
@@ -114,16 +123,19 @@ async def flag_answer(
             answer_id=answer_id,
             reason=reason_text,
             correction=fix,
+            similar_to=entry_id,
             agent=agent,
             status="open",
             created_at=utcnow(),
         )
-        if auto_approve and fix is not None:
+        if entry_id is not None and await live.current_entry(session, artifacts, answer.dataset_id, entry_id) is None:
+            raise not_found("entry", entry_id)
+        if auto_approve and (fix is not None or entry_id is not None):
             flag.status, flag.reviewer, flag.final_correction = "approved", AUTO_REVIEWER, fix
             flag.reviewed_at = utcnow()
         session.add(flag)
         if flag.status == "approved":
-            await live.stage_approval(session, artifacts, flag, answer)
+            await _go_live(session, artifacts, flag, answer)
         enqueue(
             session,
             FeedbackFlagged(flag_id=flag.flag_id, answer_id=answer_id, reason=reason_text, correction=fix, agent=agent),
@@ -184,12 +196,15 @@ async def review_flag(
             raise Conflict("already_released", f"flag {flag_id} is already in dataset {flag.released_dataset_id}")
         if action == "approve":
             final = flag.correction
-            if final is None:
+            if final is None and flag.similar_to is None:
                 raise Invalid("correction_required", "this flag has no correction to approve; edit it")
         elif action == "edit":
             final = _text(correction)
             if final is None:
                 raise Invalid("correction_required", "correction: an edit needs the corrected answer")
+            if flag.similar_to is not None and flag.status == "approved":
+                raise Conflict("similar_question_live", "reject the approved similar question before correcting")
+            flag.similar_to = None  # an edited answer is a correction of the flagged answer, whatever was asked
         elif action == "reject":
             final = None
         else:
@@ -202,11 +217,19 @@ async def review_flag(
         flag.review_note = _text(note)
         flag.reviewed_at = utcnow()
         # Approval puts the correction in the live knowledge base at once; rejecting a live one takes it out.
-        if final is not None:
-            await live.stage_approval(session, artifacts, flag, answer)
+        if action != "reject":
+            if not was_live or final is not None:  # approving an approved wording again changes nothing
+                await _go_live(session, artifacts, flag, answer)
         elif was_live:
             await live.stage_withdrawal(session, artifacts, flag, answer)
     return _view(flag, answer)
+
+
+async def _go_live(session: AsyncSession, artifacts: ArtifactStore, flag: Flag, answer: Answer | None) -> None:
+    if flag.final_correction is None and flag.similar_to is not None:
+        await live.stage_similar(session, artifacts, flag, answer)
+    else:
+        await live.stage_approval(session, artifacts, flag, answer)
 
 
 @dataclass(frozen=True)

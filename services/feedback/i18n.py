@@ -82,6 +82,10 @@ ZH: dict[str, str] = {
     "cluster_wordings": "其他问法：",
     "flagged_by": "标记人 {agent}",
     "agent_correction": "客服的更正",
+    "similar_to": "归入条目（作为相似问）",
+    "attach_wording": "归入已有条目",
+    "attach_wording_label": "这个问题问的是哪一条？通过后它成为该条目的相似问，立即生效，答案不变：",
+    "similar_reason": "客户的问法，归入已有条目",
     "approved_correction": "通过的更正",
     "lineage": "来源",
     "released_in": "已发布到",
@@ -174,6 +178,13 @@ EN: dict[str, str] = {
     "cluster_wordings": "Other wordings: ",
     "flagged_by": "flagged by {agent}",
     "agent_correction": "Agent's correction",
+    "similar_to": "Another wording of entry",
+    "attach_wording": "Attach to an existing entry",
+    "attach_wording_label": (
+        "Which entry does this question ask about? Once approved it becomes that entry's similar question, "
+        "live at once, the answer unchanged:"
+    ),
+    "similar_reason": "a customer's wording of an existing entry",
     "approved_correction": "Approved correction",
     "lineage": "Lineage",
     "released_in": "released in",

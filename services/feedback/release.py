@@ -1,4 +1,5 @@
 """Release: approved corrections → a new dataset version (parent + corrections) announced as ``dataset.ready``.
+Approved similar questions (flags that name an entry) join their entries' rows the same way.
 
 The parent is the dataset of the newest live deployment unless one is given. Every correction released so far is
 applied again together with the newly approved ones, so a version built on a parent that predates an earlier
@@ -23,7 +24,7 @@ from libs.common.artifacts import ArtifactStore
 from libs.common.tables import Answer, Deployment, Flag
 from libs.datasets.store import store_dataset
 from services.feedback import serving_profile
-from services.feedback.corrections import Correction, build_release
+from services.feedback.corrections import Correction, Wording, build_release
 from services.feedback.errors import Conflict, NotFound
 
 log = logging.getLogger("kefu.feedback.release")
@@ -68,6 +69,20 @@ async def _reviewed(sessions: async_sessionmaker, status: str) -> list[tuple[str
     return [(r[0], r[1], r[2]) for r in rows]
 
 
+async def _wordings(sessions: async_sessionmaker, status: str) -> list[Wording]:
+    """The similar questions of the flags in ``status`` that name an entry instead of correcting, in review order."""
+    async with sessions() as session:
+        rows = (
+            await session.execute(
+                select(Flag.flag_id, Flag.similar_to, Answer.question)
+                .join(Answer, Answer.answer_id == Flag.answer_id)
+                .where(Flag.status == status, Flag.final_correction.is_(None), Flag.similar_to.is_not(None))
+                .order_by(Flag.reviewed_at, Flag.created_at, Flag.flag_id)
+            )
+        ).all()
+    return [Wording(r[0], r[1], r[2]) for r in rows]
+
+
 async def release_corrections(
     sessions: async_sessionmaker,
     artifacts: ArtifactStore,
@@ -80,8 +95,8 @@ async def release_corrections(
     None when fewer than ``min_approved`` flags are approved, or when a concurrent review or release changed them
     meanwhile (the next trigger tries again). ``FeedbackError`` when there is no parent dataset to build on.
     """
-    approved = await _reviewed(sessions, "approved")
-    if not approved or len(approved) < min_approved:
+    approved, approved_wordings = await _reviewed(sessions, "approved"), await _wordings(sessions, "approved")
+    if not (approved or approved_wordings) or len(approved) + len(approved_wordings) < min_approved:
         return None
     parent = dataset_id or await live_dataset_id(sessions)
     if parent is None:
@@ -91,12 +106,13 @@ async def release_corrections(
         raise NotFound("dataset_not_found", f"dataset {parent} is not in the artifact store ({parent_dir})")
     released = await _reviewed(sessions, "released")
     corrections = [Correction(f, q, a) for f, q, a in [*released, *approved]]
-    flag_ids = [f for f, _, _ in approved]
+    wordings = [*await _wordings(sessions, "released"), *approved_wordings]
+    flag_ids = [f for f, _, _ in approved] + [w.flag_id for w in approved_wordings]
     profile = await serving_profile.collect(sessions)
 
     with tempfile.TemporaryDirectory(prefix="kefu-release-") as tmp:
         out = Path(tmp) / "dataset"
-        new_id, card = await asyncio.to_thread(build_release, parent_dir, parent, corrections, flag_ids, out)
+        new_id, card = await asyncio.to_thread(build_release, parent_dir, parent, corrections, flag_ids, out, wordings)
         # Not part of the content id: the same rows are the same version, whatever the traffic was (the first
         # release of those rows keeps its profile).
         serving_profile.write(out, profile)
@@ -106,7 +122,7 @@ async def release_corrections(
                 .scalars()
                 .all()
             )
-            expected = {f: a for f, _, a in approved}
+            expected = {f: a for f, _, a in approved} | {w.flag_id: None for w in approved_wordings}
             if len(locked) != len(flag_ids) or any(
                 f.status != "approved" or f.final_correction != expected[f.flag_id] for f in locked
             ):

@@ -43,6 +43,12 @@ class FlagIn(BaseModel):
     answer_id: Text = Field(min_length=1, max_length=64, description="The id the gateway returned with the answer.")
     reason: Text = Field(min_length=1, max_length=2000)
     correction: Text | None = Field(default=None, max_length=8000, description="What the answer should have been.")
+    similar_to: Text | None = Field(
+        default=None,
+        max_length=64,
+        description="Instead of a correction: the knowledge entry (kb-…) this question asks about; once approved, the "
+        "question becomes one of its similar questions (live at once, and in the next dataset version).",
+    )
     agent: Text | None = Field(default=None, max_length=100, description="The person flagging (default: the key).")
 
 
@@ -100,7 +106,11 @@ async def get_answers(
     return result.to_json()
 
 
-@router.post("/flags", status_code=201, responses=error_responses(*AUTH, (404, "No answer with that id")))
+@router.post(
+    "/flags",
+    status_code=201,
+    responses=error_responses(*AUTH, (404, "No answer with that id, or no knowledge entry named by similar_to")),
+)
 async def create_flag(
     body: FlagIn, rt: RuntimeDep, settings: SettingsDep, principal: Agent, batcher: BatcherDep
 ) -> dict[str, Any]:
@@ -111,6 +121,7 @@ async def create_flag(
         answer_id=body.answer_id,
         reason=body.reason,
         correction=body.correction,
+        similar_to=body.similar_to,
         agent=agent_label(principal, body.agent),
         auto_approve=settings.feedback_auto_approve,
     )

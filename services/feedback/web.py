@@ -9,6 +9,7 @@ from ``i18n`` in the locale named by ``?lang=`` (Chinese by default).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -19,10 +20,12 @@ from fastapi.templating import Jinja2Templates
 
 from libs.common.auth import Principal
 from libs.common.http import Text
+from libs.common.knowledge import load_knowledge
 from libs.common.tables import utcnow
 from services.feedback import answers, drift_check, flags, i18n
 from services.feedback.batcher import ReleaseBatcher
 from services.feedback.deps import Admin, Agent
+from services.feedback.errors import Invalid
 from services.feedback.flags import FlagView
 from services.feedback.routes import Filters, Page, agent_label
 
@@ -63,13 +66,36 @@ async def index(request: Request) -> HTMLResponse:
     )
 
 
+async def _entry_questions(request: Request, rows: list[answers.AnswerRow]) -> dict[str, str]:
+    """entry id → question, for the entries the rows' answers retrieved (read once per dataset version)."""
+    cache: dict[str, dict[str, str]] = request.app.state.__dict__.setdefault("entry_questions", {})
+    found: dict[str, str] = {}
+    for dataset_id in {r.dataset_id for r in rows if r.dataset_id and r.entry_ids}:
+        if dataset_id not in cache:
+            path = request.app.state.runtime.artifacts.path("datasets", dataset_id)
+            try:
+                entries = await asyncio.to_thread(load_knowledge, path)
+            except (OSError, ValueError):
+                entries = []
+            cache[dataset_id] = {e.entry_id: e.question for e in entries}
+        found.update(cache[dataset_id])
+    return found
+
+
 @router.get("/ui/answers", response_class=HTMLResponse)
 async def answer_log(request: Request, _: Agent, filters: Filters, page: Page = 1) -> HTMLResponse:
     result = await answers.search_answers(request.app.state.runtime.sessions, filters, page=page, per_page=PER_PAGE)
-    return _html(request, "_answers.html", result=result)
+    return _html(request, "_answers.html", result=result, entries=await _entry_questions(request, result.rows))
 
 
-async def _flag(request: Request, principal: Principal, answer_id: str, reason: str, correction: str) -> FlagView:
+async def _flag(
+    request: Request,
+    principal: Principal,
+    answer_id: str,
+    reason: str,
+    correction: str | None,
+    similar_to: str | None = None,
+) -> FlagView:
     """Flag as the API does (auto-approval and the release nudge included), for the page's forms."""
     rt = request.app.state.runtime
     view = await flags.flag_answer(
@@ -79,6 +105,7 @@ async def _flag(request: Request, principal: Principal, answer_id: str, reason: 
         reason=reason,
         agent=agent_label(principal, None),
         correction=correction,
+        similar_to=similar_to,
         auto_approve=rt.settings.feedback_auto_approve,
     )
     rt.kick_outbox()
@@ -92,17 +119,22 @@ async def flag_in_place(
     answer_id: Text,
     request: Request,
     principal: Agent,
-    correction: Annotated[Text, Form(min_length=1, max_length=8000)],
+    correction: Annotated[Text | None, Form(max_length=8000)] = None,
     reason: Annotated[Text | None, Form(max_length=2000)] = None,
+    similar_to: Annotated[Text | None, Form(max_length=64)] = None,
 ) -> HTMLResponse:
     """Flag one answer from its row in the log and answer the re-rendered row. A handed-off question has no
-    answer to fault, so its form sends no reason: the correction becomes a new FAQ entry once approved."""
+    answer to fault, so its forms send no reason: the correction becomes a new FAQ entry once approved, or the
+    question a similar question of the entry the agent picks (``similar_to``)."""
+    if not (correction or "").strip() and not (similar_to or "").strip():
+        raise Invalid("correction_required", "correction: give the corrected answer or pick the entry it belongs to")
     if not (reason or "").strip():
         row = await answers.get_row(request.app.state.runtime.sessions, answer_id)
-        reason = i18n.ZH["handoff_reason"] if row.handoff else ""
-    await _flag(request, principal, answer_id, reason or "", correction)
+        key = "similar_reason" if similar_to else "handoff_reason"
+        reason = i18n.ZH[key] if row.handoff or similar_to else ""
+    await _flag(request, principal, answer_id, reason or "", correction, similar_to)
     row = await answers.get_row(request.app.state.runtime.sessions, answer_id)
-    return _html(request, "_answer.html", row=row)
+    return _html(request, "_answer.html", row=row, entries=await _entry_questions(request, [row]))
 
 
 @router.get("/ui/flags", response_class=HTMLResponse)

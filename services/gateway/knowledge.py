@@ -96,7 +96,7 @@ class Knowledge:
         self._manifests: dict[str, tuple[str, dict[str, Any] | None]] = {}  # engine → (dataset, retrieval)
         self._bases: dict[str, Retriever] = {}  # dataset → its knowledge base, indexed once
         self._grounding: dict[str, Grounding] = {}
-        self._updates: list[tuple[str, Entry]] = []  # (action, entry), in approval order
+        self._updates: list[tuple[str, Entry, bool]] = []  # (action, entry, keep its similar questions), in order
         self.last_update_id = 0
         self._lock = asyncio.Lock()
 
@@ -147,7 +147,9 @@ class Knowledge:
                 )
             ).all()
         for row in rows:
-            self._updates.append((row.action, Entry(row.entry_id, row.question, row.answer)))
+            # similar None (a correction): the entry keeps the similar questions it had (``Retriever.updated``)
+            entry = Entry(row.entry_id, row.question, row.answer, tuple(row.similar or ()))
+            self._updates.append((row.action, entry, row.similar is None))
             self.last_update_id = row.id
         return len(rows)
 
@@ -170,8 +172,9 @@ class Knowledge:
         current = base.updated(self._updates)
         as_is: frozenset[str] = frozenset()
         if (retrieval.get("hotfix_follow_rate") or 0.0) < self.follow_bar and self._updates:
-            trained = {e.entry_id: e for e in base.entries}
-            as_is = frozenset(e.entry_id for e in current.entries if trained.get(e.entry_id) != e)
+            # An entry whose text changed since the engine's dataset; new similar questions alone change no text.
+            trained = {e.entry_id: (e.question, e.answer) for e in base.entries}
+            as_is = frozenset(e.entry_id for e in current.entries if trained.get(e.entry_id) != (e.question, e.answer))
         min_support, bigrams = answer_check_of(engine_id, retrieval) if self.answer_check else (0.0, OPENING_BIGRAMS)
         threshold = float(retrieval["handoff_threshold"])
         return Grounding(current, int(retrieval["k"]), threshold, as_is, min_support, bigrams)

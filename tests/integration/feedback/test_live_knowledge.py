@@ -148,3 +148,60 @@ async def test_an_answer_check_hand_off_is_a_covered_question_whose_correction_r
     await review_flag(fb_sessions, store, view.flag_id, action="approve", reviewer="admin")
     # Retrieval had found the entry: the fix replaces it (every wording gets it), no near-duplicate entry is added.
     assert await updates(fb_sessions) == [("replace", entry_id_for(FAQ_QUESTION), FAQ_QUESTION, FIX)]
+
+
+async def test_a_question_attached_to_an_entry_becomes_its_similar_question_live_and_in_the_release(
+    fb_sessions: async_sessionmaker, fb_settings: Settings
+) -> None:
+    store = ArtifactStore(fb_settings.home)
+    parent = await seed_live_dataset(fb_sessions, fb_settings.home)
+    entry = next(e for e in load_knowledge(store.path("datasets", parent)) if e.question == FAQ_QUESTION)
+    question = "账号口令记不得了，咋弄回来"
+    handed = await grounded_answer(fb_sessions, parent, question, handoff=True, ungrounded=True)
+    agent = {"X-API-Key": await add_key(fb_sessions, "agent")}
+    admin = {"X-API-Key": await add_key(fb_sessions, "admin")}
+    with serve(fb_settings) as fb:
+        async with httpx.AsyncClient(base_url=fb.url, timeout=30) as c:
+            log = await c.get("/ui/answers", headers=agent)
+            assert log.status_code == 200 and f'<option value="{entry.entry_id}">{FAQ_QUESTION}</option>' in log.text
+            # the console's "attach to an existing entry" form: no correction, the entry picked from the references
+            row = await c.post(f"/ui/answers/{handed}/flag", data={"similar_to": entry.entry_id}, headers=agent)
+            assert row.status_code == 200, row.text
+            bad = await c.post("/v1/flags", json={"answer_id": handed, "reason": "x", "similar_to": "kb-nope"},
+                               headers=agent)  # fmt: skip
+            assert bad.status_code == 404 and bad.json()["error"]["code"] == "entry_not_found"
+            both = {"answer_id": handed, "reason": "x", "similar_to": entry.entry_id, "correction": "y"}
+            assert (await c.post("/v1/flags", json=both, headers=agent)).status_code == 400
+            (flag,) = [f for f in (await c.get("/v1/flags", headers=admin)).json()["flags"] if f["answer_id"] == handed]
+            assert flag["similar_to"] == entry.entry_id and flag["correction"] is None
+            assert await updates(fb_sessions) == []
+            approved = await c.post(f"/v1/flags/{flag['flag_id']}/review", json={"action": "approve"}, headers=admin)
+            assert approved.status_code == 200, approved.text
+    # live at once: the same entry, its answer unchanged, the customer's words among its similar questions
+    assert await updates(fb_sessions) == [("replace", entry.entry_id, FAQ_QUESTION, entry.answer)]
+    async with fb_sessions() as session:
+        live = (await session.scalars(select(KnowledgeUpdate))).one()
+    assert live.similar == [*entry.similar, question]
+
+    result = await release_corrections(fb_sessions, store)
+    assert result is not None and result.flag_ids == [flag["flag_id"]]
+    released = {e.question: e for e in load_knowledge(store.path("datasets", result.dataset_id))}
+    assert released[FAQ_QUESTION].similar == (*entry.similar, question)
+    assert released[FAQ_QUESTION].answer == entry.answer and question not in released
+
+
+async def test_rejecting_an_approved_similar_question_takes_it_off_the_entry(
+    fb_sessions: async_sessionmaker, fb_settings: Settings
+) -> None:
+    store = ArtifactStore(fb_settings.home)
+    parent = await seed_live_dataset(fb_sessions, fb_settings.home)
+    entry = next(e for e in load_knowledge(store.path("datasets", parent)) if e.question == FAQ_QUESTION)
+    answer_id = await grounded_answer(fb_sessions, parent, "密码搞丢了", handoff=True, ungrounded=True)
+    view = await flag_answer(fb_sessions, store, answer_id=answer_id, reason="同一问题", agent="t",
+                             similar_to=entry.entry_id)  # fmt: skip
+    await review_flag(fb_sessions, store, view.flag_id, action="approve", reviewer="admin")
+    await review_flag(fb_sessions, store, view.flag_id, action="reject", reviewer="admin")
+    async with fb_sessions() as session:
+        rows = (await session.scalars(select(KnowledgeUpdate).order_by(KnowledgeUpdate.id))).all()
+    assert [r.similar for r in rows] == [[*entry.similar, "密码搞丢了"], list(entry.similar)]
+    assert await release_corrections(fb_sessions, store) is None  # nothing approved is left to release

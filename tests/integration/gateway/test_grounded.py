@@ -141,3 +141,33 @@ async def test_an_approved_update_is_served_within_seconds(grounded: RunningGate
     async with make_sessionmaker(engine)() as session:
         assert (await session.scalars(select(KnowledgeUpdate.entry_id))).all() == [entry_id_for(question)]
     await engine.dispose()
+
+
+async def test_an_approved_similar_question_reaches_its_entry_whose_answer_is_still_generated(
+    grounded: RunningGateway, tansu: str
+) -> None:
+    trial, answer = next((q, a) for q, a in FAQ if q == "有没有免费试用？")
+    question = "想先白嫖一台机器玩玩"
+    assert (await ask(grounded, question))["kefu"]["handoff"] is True
+    engine = make_engine(grounded.settings.effective_database_url)
+    async with make_sessionmaker(engine)() as session, session.begin():
+        update = KnowledgeUpdate(
+            entry_id=entry_id_for(trial), action="replace", question=trial, answer=answer, similar=[question],
+            flag_id=None, created_at=utcnow(),
+        )  # fmt: skip
+        session.add(update)
+        await session.flush()
+        event = KnowledgeUpdated(
+            entry_id=update.entry_id, action="replace", question=trial, answer=answer, update_id=update.id,
+            similar=[question],
+        )  # fmt: skip
+    await engine.dispose()
+    await announce(grounded.settings, event)
+    for _ in range(100):
+        body = await ask(grounded, question)
+        if not body["kefu"]["handoff"]:
+            break
+        await asyncio.sleep(0.1)
+    assert body["kefu"]["entry_ids"][0] == entry_id_for(trial) and body["kefu"]["confidence"] == 1.0, body
+    # Only the ways to ask changed, not the entry's text: the engine answers it as trained, not a verbatim text.
+    assert body["kefu"]["verbatim"] is False

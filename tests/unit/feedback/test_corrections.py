@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from libs.common.knowledge import entry_id_for
 from libs.datasets.dedup import question_key
 from libs.datasets.options import IngestOptions
 from libs.datasets.pipeline import prepare_dataset, write_dataset
 from libs.datasets.records import QAPair
 from libs.datasets.split import assign_side
-from services.feedback.corrections import REGRESSION_FILE, Correction, build_release, options_of
+from services.feedback.corrections import REGRESSION_FILE, Correction, Wording, build_release, options_of
 from services.feedback.errors import FeedbackError
 
 FAQ = [
@@ -161,3 +162,17 @@ def test_a_correction_keeps_the_similar_questions_and_wording_of_the_row_it_repl
     assert fixed["similar"] == ["如何开具发票？", "发票在哪开", "开票入口"]
     knowledge = [json.loads(line) for line in (out / "knowledge.jsonl").read_text("utf-8").splitlines()]
     assert sum(bool(e.get("similar")) for e in knowledge) == 1
+
+
+def test_approved_wordings_join_their_entries_similar_questions(parent: Path, tmp_path: Path) -> None:
+    wordings = [
+        Wording("fl-1", entry_id_for("如何开具发票？"), "发票在哪弄"),
+        Wording("fl-2", entry_id_for("这个条目不存在？"), "随便问问"),
+    ]
+    out = tmp_path / "new"
+    dataset_id, card = build_release(parent, parent.name, [], ["fl-1", "fl-2"], out, wordings)
+    rows_by_question = {r["instruction"]: r for name in ("train.jsonl", "eval.jsonl") for r in rows(out / name)}
+    assert rows_by_question["如何开具发票？"]["similar"] == ["发票在哪弄"]
+    assert len(rows_by_question) == len(FAQ)  # no row added, none replaced
+    assert card["feedback"]["similar_questions_added"] == 1 and card["feedback"]["similar_questions_unplaced"] == 1
+    assert dataset_id != parent.name and (out / REGRESSION_FILE).read_bytes() == b""

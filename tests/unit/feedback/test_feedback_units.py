@@ -145,6 +145,8 @@ def _flag(**changes: object) -> FlagView:
         "released_dataset_id": None,
         "created_at": datetime(2026, 1, 1, tzinfo=UTC),
         "reviewed_at": None,
+        "similar_to": None,
+        "entry_question": None,
         "question": "<img src=x onerror=alert(1)>",
         "answer": "a & b",
         "engine_id": "e",
@@ -160,6 +162,8 @@ def test_flag_card_escapes_user_text_and_offers_only_possible_actions() -> None:
     assert 'value="approve"' not in html and 'value="edit"' in html and 'value="reject"' in html
     with_fix = templates.get_template("_flag.html").render(flag=_flag(correction="fix"))
     assert 'value="approve"' in with_fix
+    wording = templates.get_template("_flag.html").render(flag=_flag(similar_to="kb-1", entry_question="如何退款？"))
+    assert 'value="approve"' in wording and "kb-1" in wording and "如何退款？" in wording
     released = templates.get_template("_flag.html").render(flag=_flag(status="released", released_dataset_id="ds-9"))
     assert "<form" not in released and "ds-9" in released
     assert _flag().to_json()["created_at"] == "2026-01-01T00:00:00+00:00"
