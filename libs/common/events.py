@@ -151,14 +151,11 @@ class KnowledgeUpdated(Event):
     topic: ClassVar[Topic] = Topic.KNOWLEDGE_UPDATED
     key_field: ClassVar[str] = "entry_id"
     entry_id: str = Field(min_length=1)
-    action: Literal["add", "replace", "retire"]
-    question: str = Field(min_length=1)
-    answer: str
+    action: Literal["add", "replace", "retire", "similar_add", "similar_remove"]
+    question: str = Field(min_length=1, description="The entry's question; for similar_*: the wording added/removed.")
+    answer: str = Field(description="The entry's answer; empty for similar_*.")
     update_id: int | None = Field(default=None, description="Row id in knowledge_updates (its order).")
     flag_id: str | None = None
-    similar: list[str] | None = Field(
-        default=None, description="The entry's similar questions after the change; null: unchanged."
-    )
 
 
 class QualityDrift(Event):

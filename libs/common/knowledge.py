@@ -12,14 +12,16 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 KNOWLEDGE_FILE = "knowledge.jsonl"
 _NOISE = re.compile(r"[\s\W_]+", re.UNICODE)
 
-Action = Literal["add", "replace", "retire"]
+Action = Literal["add", "replace", "retire", "similar_add", "similar_remove"]
+#: Live changes of one wording of an entry (the update's ``question`` is the wording), not of the entry's text.
+SIMILAR_ACTIONS = ("similar_add", "similar_remove")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,14 @@ def read_entries(path: Path) -> list[Entry]:
             raise ValueError(f"{path}:{n}: 'similar' must be a list of questions")
         out.append(Entry(obj["entry_id"], obj["question"], obj["answer"], tuple(similar)))
     return out
+
+
+def with_wording(entry: Entry, action: str, wording: str) -> Entry:
+    """``entry`` with ``wording`` added to its similar questions (``similar_add``; unchanged if it already asks it)
+    or taken off them (``similar_remove``)."""
+    if action == "similar_add":
+        return entry if wording in entry.questions else replace(entry, similar=(*entry.similar, wording))
+    return replace(entry, similar=tuple(q for q in entry.similar if q != wording))
 
 
 def apply_update(entries: Sequence[Entry], action: Action, changed: Entry) -> list[Entry]:

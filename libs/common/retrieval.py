@@ -42,7 +42,7 @@ import bm25s
 import numpy as np
 import scipy.sparse
 
-from libs.common.knowledge import Entry
+from libs.common.knowledge import SIMILAR_ACTIONS, Entry, with_wording
 
 _UNIT = re.compile(r"[a-z0-9]+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 #: Function words and greetings that say nothing about WHAT is asked; they neither raise nor lower confidence.
@@ -203,17 +203,22 @@ class Retriever:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def updated(self, changes: Sequence[tuple[str, Entry] | tuple[str, Entry, bool]]) -> Retriever:
-        """This knowledge after ``changes`` ((action, entry[, keep similar]): add | replace | retire), sharing this
-        index. An entry put in with ``keep similar`` (default: when it has no similar questions) keeps those of the
-        entry it replaces (a correction changes the answer; the ways customers ask stay)."""
+    def updated(self, changes: Sequence[tuple[str, Entry]]) -> Retriever:
+        """This knowledge after ``changes`` ((action, entry), in order), sharing this index. add / replace /
+        retire an entry; an entry put in without similar questions keeps those of the one it replaces (a
+        correction changes the answer; the ways customers ask stay). similar_add / similar_remove change one
+        wording (the change's ``question``) of the entry this knowledge has under that id, if it has it."""
         view = copy.copy(self)
         view._hidden, view._overlay = self._hidden.copy(), dict(self._overlay)
-        for action, changed, *keep in changes:
+        for action, changed in changes:
             position = self._position.get(changed.entry_id)
-            before = view._overlay.get(changed.entry_id, (self._base[position],) if position is not None else None)
-            if action != "retire" and (keep[0] if keep else not changed.similar) and before is not None:
-                changed = dataclasses.replace(changed, similar=before[0].similar)
+            before = view._current(changed.entry_id, position)
+            if action in SIMILAR_ACTIONS:
+                if before is None:  # not in this version of the knowledge (or retired): nothing to attach to
+                    continue
+                action, changed = "replace", with_wording(before, action, changed.question)
+            elif action != "retire" and not changed.similar and before is not None:
+                changed = dataclasses.replace(changed, similar=before.similar)
             if position is not None:
                 view._hidden[position] = True
             view._overlay.pop(changed.entry_id, None)
@@ -226,6 +231,11 @@ class Retriever:
             if not view._hidden[i] or e.entry_id in view._overlay
         ] + [entry for eid, (entry, _) in view._overlay.items() if eid not in self._position]
         return view
+
+    def _current(self, entry_id: str, position: int | None) -> Entry | None:
+        if entry_id in self._overlay:
+            return self._overlay[entry_id][0]
+        return self._base[position] if position is not None and not self._hidden[position] else None
 
     def search(self, question: str, k: int = 3) -> Retrieval:
         """The ``k`` best entries for ``question`` (fewer if the base is smaller or nothing matches)."""

@@ -307,11 +307,10 @@ class KnowledgeUpdate(Base):
     __tablename__ = "knowledge_updates"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     entry_id: Mapped[str] = mapped_column(String(64), index=True)
-    action: Mapped[str] = mapped_column(String(16))  # add | replace | retire
+    # add | replace | retire an entry; similar_add | similar_remove: ``question`` is a wording of entry ``entry_id``
+    action: Mapped[str] = mapped_column(String(16))
     question: Mapped[str] = mapped_column(Text)
     answer: Mapped[str] = mapped_column(Text)
-    # The entry's similar questions after the change; None: those it had (a correction changes only the answer).
-    similar: Mapped[list[str] | None] = mapped_column(JSON)
     flag_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 

@@ -154,7 +154,8 @@ def prepare_dataset(
     )
     redactor = Redactor(options)
 
-    read = truncated = similar_seen = similar_dropped = 0
+    read = truncated = similar_dropped = 0
+    named_seen = False
     dropped: Counter[str] = Counter()
     rows: list[QAPair] = []
     row_pii: list[Counter[str]] = []
@@ -165,7 +166,7 @@ def prepare_dataset(
             dropped["non_text"] += 1
             continue
         cleaned = clean_pair(raw)
-        similar_seen += len(cleaned.similar)
+        named_seen = named_seen or (mapping.similar is not None and mapping.similar in record)
         redactions = [redactor.redact(t) for t in (cleaned.instruction, cleaned.input, cleaned.output)]
         if options.sensitive_action == "drop" and any(r.has_sensitive for r in redactions):
             dropped["sensitive_word"] += 1
@@ -199,7 +200,7 @@ def prepare_dataset(
     )
     final, shared = drop_shared_similar([rows[i] for i in result.kept])
     similar_dropped += shared
-    if options.similar_field and not (similar_seen or similar_dropped):
+    if options.similar_field and not named_seen:
         raise DatasetError(f"{shown}: no record has the similar-questions field {options.similar_field!r}")
     pii: Counter[str] = sum((row_pii[i] for i in result.kept), Counter())
     sides = split_keys([question_key(p) for p in final], options.eval_ratio, options.split_seed)

@@ -80,7 +80,8 @@ def resolve_mapping(
     found = ", ".join(repr(k) for k in keys) or "none"
     # A named similar field is taken as given: rows without similar questions often leave it out (JSON lines), so
     # the first record need not have it (``prepare_dataset`` says so when no record does).
-    similar = similar_field or next((k for name in SIMILAR_FIELDS if (k := find(name))), None)
+    similar = (find(similar_field) or similar_field) if similar_field else None
+    similar = similar or next((k for name in SIMILAR_FIELDS if (k := find(name))), None)
     return dataclasses.replace(_mapping(keys, find, found, question_field, answer_field, input_field, where),
                                similar=similar)  # fmt: skip
 

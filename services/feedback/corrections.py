@@ -127,18 +127,19 @@ def _inherit(fix: QAPair, replaced: Sequence[QAPair], options: IngestOptions) ->
     return replace(fix, similar=tuple(dict.fromkeys([*fix.similar, *similar])))
 
 
-def _with_wordings(rows: list[QAPair], wordings: Sequence[Wording]) -> tuple[list[QAPair], int]:
-    """The rows with each wording added to the similar questions of its entry's row; and how many found no row
-    (the entry is gone from this version)."""
+def _with_wordings(rows: list[QAPair], wordings: Sequence[Wording]) -> tuple[list[QAPair], int, int]:
+    """The rows with each wording added to the similar questions of its entry's row; how many were added, and how
+    many found no row (the entry is gone from this version)."""
     at = {entry_id_for(r.instruction): i for i, r in enumerate(rows)}
-    unplaced = 0
+    added = unplaced = 0
     for w in wordings:
         i = at.get(w.entry_id)
         if i is None:
             unplaced += 1
-        elif w.question not in rows[i].similar:
+        elif w.question != rows[i].instruction and w.question not in rows[i].similar:
             rows[i] = replace(rows[i], similar=(*rows[i].similar, w.question))
-    return rows, unplaced
+            added += 1
+    return rows, added, unplaced
 
 
 def build_release(
@@ -162,7 +163,7 @@ def build_release(
     kept = [row for row, out in zip(base, gone, strict=True) if not out]
     replaced = [row for row, out in zip(base, gone, strict=True) if out]
     fixes = [_inherit(fix, replaced, options) for fix in fixes]
-    rows, unplaced = _with_wordings([*kept, *fixes], wordings)
+    rows, added, unplaced = _with_wordings([*kept, *fixes], wordings)
     try:
         prepared = prepare_dataset(_records(rows), options, source=f"feedback:{parent_id}")
     except DatasetError as exc:
@@ -192,7 +193,7 @@ def build_release(
         "corrections": len(corrections),
         "corrections_kept": len(fixes),
         "rows_replaced": len(base) - len(kept),
-        "similar_questions_added": len(wordings) - unplaced,
+        "similar_questions_added": added,  # before cleaning (which drops a wording another row has too)
         "similar_questions_unplaced": unplaced,
     }
     write_dataset(replace(prepared, dataset_id=dataset_id, train=train, eval=eval_, card=card), out_dir)

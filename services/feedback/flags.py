@@ -128,8 +128,8 @@ async def flag_answer(
             status="open",
             created_at=utcnow(),
         )
-        if entry_id is not None and await live.current_entry(session, artifacts, answer.dataset_id, entry_id) is None:
-            raise not_found("entry", entry_id)
+        if entry_id is not None:
+            await live.attachable(session, artifacts, answer, entry_id)  # 404 / 400 now, not at approval
         if auto_approve and (fix is not None or entry_id is not None):
             flag.status, flag.reviewer, flag.final_correction = "approved", AUTO_REVIEWER, fix
             flag.reviewed_at = utcnow()

@@ -10,17 +10,17 @@ that entry's similar questions. A rejection of an earlier approval restores the 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.artifacts import ArtifactStore
 from libs.common.events import KnowledgeUpdated
-from libs.common.knowledge import Entry, entry_id_for, load_knowledge
+from libs.common.knowledge import SIMILAR_ACTIONS, Entry, entry_id_for, load_knowledge, with_wording
 from libs.common.outbox import enqueue
 from libs.common.tables import Answer, Flag, KnowledgeUpdate, utcnow
-from services.feedback.errors import Unusable
+from libs.datasets.cleaning import canonical_key
+from services.feedback.errors import Invalid, NotFound, Unusable
 
 
 async def _dataset_entry(artifacts: ArtifactStore, dataset_id: str | None, entry_id: str) -> Entry | None:
@@ -36,7 +36,7 @@ async def _current_question(
     """The question heading ``entry_id`` now: from the newest live update of it, else from the dataset."""
     live = await session.scalar(
         select(KnowledgeUpdate.question)
-        .where(KnowledgeUpdate.entry_id == entry_id)
+        .where(KnowledgeUpdate.entry_id == entry_id, KnowledgeUpdate.action.not_in(SIMILAR_ACTIONS))
         .order_by(KnowledgeUpdate.id.desc())
         .limit(1)
     )
@@ -49,28 +49,44 @@ async def _current_question(
 async def current_entry(
     session: AsyncSession, artifacts: ArtifactStore, dataset_id: str | None, entry_id: str
 ) -> Entry | None:
-    """The entry as served now: the dataset's, with the newest live update of it over it (a retirement: None)."""
+    """The entry as served now: the dataset's with every live update of it replayed in order, as the gateway
+    applies them (None: retired, or in neither)."""
     entry = await _dataset_entry(artifacts, dataset_id, entry_id)
-    live = await session.scalar(
-        select(KnowledgeUpdate).where(KnowledgeUpdate.entry_id == entry_id).order_by(KnowledgeUpdate.id.desc()).limit(1)
+    rows = await session.scalars(
+        select(KnowledgeUpdate).where(KnowledgeUpdate.entry_id == entry_id).order_by(KnowledgeUpdate.id)
     )
-    if live is None:
-        return entry
-    if live.action == "retire":
-        return None
-    similar = live.similar if live.similar is not None else (entry.similar if entry else ())
-    return Entry(entry_id, live.question, live.answer, tuple(similar))
+    for row in rows:
+        if row.action == "retire":
+            entry = None
+        elif row.action in SIMILAR_ACTIONS:
+            entry = with_wording(entry, row.action, row.question) if entry is not None else None
+        else:
+            entry = Entry(entry_id, row.question, row.answer, entry.similar if entry is not None else ())
+    return entry
 
 
-async def _stage(session: AsyncSession, action: str, entry: Entry, flag_id: str, *, wordings: bool = False) -> None:
-    """Record and announce one change; ``wordings``: it changes the similar questions (else they stay)."""
-    similar = list(entry.similar) if wordings else None
+async def attachable(session: AsyncSession, artifacts: ArtifactStore, answer: Answer, entry_id: str) -> Entry:
+    """The entry ``answer``'s question may become a similar question of; 404 if the knowledge has no such entry,
+    400 if another entry already has that wording (one wording, one answer)."""
+    entry = await current_entry(session, artifacts, answer.dataset_id, entry_id)
+    if entry is None:
+        raise NotFound("entry_not_found", f"no knowledge entry {entry_id!r} in the answer's knowledge base")
+    wording = canonical_key(answer.question)
+    entries = await asyncio.to_thread(load_knowledge, artifacts.path("datasets", answer.dataset_id or ""))
+    for other in entries:
+        if other.entry_id != entry_id and wording in {canonical_key(q) for q in other.questions}:
+            raise Invalid("wording_taken", f"similar_to: this question already asks entry {other.entry_id} "
+                          f"({other.question}); a wording leads to one answer")  # fmt: skip
+    return entry
+
+
+async def _stage(session: AsyncSession, action: str, entry: Entry, flag_id: str) -> None:
+    """Record and announce one change (for similar_*: ``entry.question`` is the wording, ``entry.answer`` "")."""
     row = KnowledgeUpdate(
         entry_id=entry.entry_id,
         action=action,
         question=entry.question,
         answer=entry.answer,
-        similar=similar,
         flag_id=flag_id,
         created_at=utcnow(),
     )
@@ -85,7 +101,6 @@ async def _stage(session: AsyncSession, action: str, entry: Entry, flag_id: str,
             answer=entry.answer,
             update_id=row.id,
             flag_id=flag_id,
-            similar=similar,
         ),
     )
 
@@ -109,30 +124,51 @@ async def stage_approval(session: AsyncSession, artifacts: ArtifactStore, flag: 
 
 async def stage_similar(session: AsyncSession, artifacts: ArtifactStore, flag: Flag, answer: Answer | None) -> None:
     """Approved: the customer's question becomes a similar question of entry ``flag.similar_to``, served at once
-    (the answer stays; the engine keeps generating it)."""
+    (a ``similar_add`` of that wording: each gateway adds it to the entry its knowledge has under that id; the
+    answer stays, still generated). ``flag.entry_id`` is set when the wording is live through this flag."""
     assert flag.similar_to is not None, "only a flag that names an entry"
     if answer is None:
         raise Unusable("answer_not_found", f"the answer of flag {flag.flag_id} is gone; its question is unknown")
-    entry = await current_entry(session, artifacts, answer.dataset_id, flag.similar_to)
-    if entry is None:
-        raise Unusable("entry_not_found", f"entry {flag.similar_to} is not in the live knowledge base")
-    if answer.question not in entry.questions:
-        entry = replace(entry, similar=(*entry.similar, answer.question))
+    entry = await attachable(session, artifacts, answer, flag.similar_to)
     flag.entry_id, flag.entry_question = entry.entry_id, entry.question
-    await _stage(session, "replace", entry, flag.flag_id, wordings=True)
+    dataset = await _dataset_entry(artifacts, answer.dataset_id, entry.entry_id)
+    if dataset is not None and answer.question in dataset.questions:
+        flag.entry_id = None  # the FAQ itself asks it this way: nothing to add now, nothing to take off later
+        return
+    if answer.question not in entry.questions:
+        await _stage(session, "similar_add", Entry(entry.entry_id, answer.question, ""), flag.flag_id)
+
+
+async def _held_by_another(session: AsyncSession, flag: Flag, wording: str) -> bool:
+    """Whether another approved or released flag attaches the same wording to the same entry."""
+    found = await session.scalar(
+        select(Flag.flag_id)
+        .join(Answer, Answer.answer_id == Flag.answer_id)
+        .where(
+            Flag.similar_to == flag.similar_to,
+            Flag.flag_id != flag.flag_id,
+            Flag.status.in_(("approved", "released")),
+            Flag.final_correction.is_(None),
+            Answer.question == wording,
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 async def stage_withdrawal(session: AsyncSession, artifacts: ArtifactStore, flag: Flag, answer: Answer | None) -> None:
     """An approved flag is rejected after all: its entry goes back to the dataset's text (or away, if it was new);
-    a similar question it attached is taken off the entry again."""
-    if flag.entry_id is None or flag.entry_question is None:
-        return
-    if flag.similar_to is not None and answer is not None:
-        entry = await current_entry(session, artifacts, answer.dataset_id, flag.similar_to)
-        if entry is not None:
-            kept = tuple(q for q in entry.similar if q != answer.question)
-            await _stage(session, "replace", replace(entry, similar=kept), flag.flag_id, wordings=True)
+    a similar question it attached is taken off the entry again, unless another approved flag attaches it too."""
+    if flag.similar_to is not None:
+        if (
+            flag.entry_id is not None
+            and answer is not None
+            and not await _held_by_another(session, flag, answer.question)
+        ):
+            await _stage(session, "similar_remove", Entry(flag.similar_to, answer.question, ""), flag.flag_id)
         flag.entry_id = flag.entry_question = None
+        return
+    if flag.entry_id is None or flag.entry_question is None:
         return
     original = await _dataset_entry(artifacts, answer.dataset_id if answer else None, flag.entry_id)
     if original is not None:

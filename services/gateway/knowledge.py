@@ -96,7 +96,7 @@ class Knowledge:
         self._manifests: dict[str, tuple[str, dict[str, Any] | None]] = {}  # engine → (dataset, retrieval)
         self._bases: dict[str, Retriever] = {}  # dataset → its knowledge base, indexed once
         self._grounding: dict[str, Grounding] = {}
-        self._updates: list[tuple[str, Entry, bool]] = []  # (action, entry, keep its similar questions), in order
+        self._updates: list[tuple[str, Entry]] = []  # (action, entry), in approval order
         self.last_update_id = 0
         self._lock = asyncio.Lock()
 
@@ -147,9 +147,7 @@ class Knowledge:
                 )
             ).all()
         for row in rows:
-            # similar None (a correction): the entry keeps the similar questions it had (``Retriever.updated``)
-            entry = Entry(row.entry_id, row.question, row.answer, tuple(row.similar or ()))
-            self._updates.append((row.action, entry, row.similar is None))
+            self._updates.append((row.action, Entry(row.entry_id, row.question, row.answer)))
             self.last_update_id = row.id
         return len(rows)
 

@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -14,6 +15,7 @@ from libs.common.artifacts import ArtifactStore
 from libs.common.knowledge import entry_id_for, load_knowledge
 from libs.common.tables import Answer, Flag, KnowledgeUpdate, OutboxMessage
 from services.feedback.drift_check import unanswered_clusters
+from services.feedback.errors import Invalid, NotFound
 from services.feedback.flags import flag_answer, list_unanswered, review_flag
 from services.feedback.release import release_corrections
 from services.feedback.settings import Settings
@@ -177,11 +179,9 @@ async def test_a_question_attached_to_an_entry_becomes_its_similar_question_live
             assert await updates(fb_sessions) == []
             approved = await c.post(f"/v1/flags/{flag['flag_id']}/review", json={"action": "approve"}, headers=admin)
             assert approved.status_code == 200, approved.text
-    # live at once: the same entry, its answer unchanged, the customer's words among its similar questions
-    assert await updates(fb_sessions) == [("replace", entry.entry_id, FAQ_QUESTION, entry.answer)]
-    async with fb_sessions() as session:
-        live = (await session.scalars(select(KnowledgeUpdate))).one()
-    assert live.similar == [*entry.similar, question]
+    # live at once, as a change of one wording: each gateway adds it to the entry its knowledge has (the answer,
+    # whatever that version says, stays)
+    assert await updates(fb_sessions) == [("similar_add", entry.entry_id, question, "")]
 
     result = await release_corrections(fb_sessions, store)
     assert result is not None and result.flag_ids == [flag["flag_id"]]
@@ -201,7 +201,27 @@ async def test_rejecting_an_approved_similar_question_takes_it_off_the_entry(
                              similar_to=entry.entry_id)  # fmt: skip
     await review_flag(fb_sessions, store, view.flag_id, action="approve", reviewer="admin")
     await review_flag(fb_sessions, store, view.flag_id, action="reject", reviewer="admin")
-    async with fb_sessions() as session:
-        rows = (await session.scalars(select(KnowledgeUpdate).order_by(KnowledgeUpdate.id))).all()
-    assert [r.similar for r in rows] == [[*entry.similar, "密码搞丢了"], list(entry.similar)]
+    wording = ("similar_add", entry.entry_id, "密码搞丢了", ""), ("similar_remove", entry.entry_id, "密码搞丢了", "")
+    assert await updates(fb_sessions) == list(wording)
     assert await release_corrections(fb_sessions, store) is None  # nothing approved is left to release
+
+
+async def test_a_wording_leads_to_one_answer_and_one_the_faq_has_changes_nothing(
+    fb_sessions: async_sessionmaker, fb_settings: Settings
+) -> None:
+    store = ArtifactStore(fb_settings.home)
+    parent = await seed_live_dataset(fb_sessions, fb_settings.home)
+    entries = load_knowledge(store.path("datasets", parent))
+    entry = next(e for e in entries if e.question == FAQ_QUESTION)
+    other = next(e for e in entries if e.entry_id != entry.entry_id)
+    taken = await grounded_answer(fb_sessions, parent, other.similar[0], handoff=True, ungrounded=True)
+    with pytest.raises(Invalid, match=f"already asks entry {other.entry_id}"):
+        await flag_answer(fb_sessions, store, answer_id=taken, reason="x", agent="t", similar_to=entry.entry_id)
+    with pytest.raises(NotFound):
+        await flag_answer(fb_sessions, store, answer_id=taken, reason="x", agent="t", similar_to="kb-nope")
+    # the FAQ already lists this wording: approving it and rejecting it again leave the entry as it was
+    own = await grounded_answer(fb_sessions, parent, entry.similar[0], handoff=True, ungrounded=True)
+    view = await flag_answer(fb_sessions, store, answer_id=own, reason="x", agent="t", similar_to=entry.entry_id)
+    await review_flag(fb_sessions, store, view.flag_id, action="approve", reviewer="admin")
+    await review_flag(fb_sessions, store, view.flag_id, action="reject", reviewer="admin")
+    assert await updates(fb_sessions) == []

@@ -152,15 +152,14 @@ async def test_an_approved_similar_question_reaches_its_entry_whose_answer_is_st
     engine = make_engine(grounded.settings.effective_database_url)
     async with make_sessionmaker(engine)() as session, session.begin():
         update = KnowledgeUpdate(
-            entry_id=entry_id_for(trial), action="replace", question=trial, answer=answer, similar=[question],
-            flag_id=None, created_at=utcnow(),
+            entry_id=entry_id_for(trial), action="similar_add", question=question, answer="", flag_id=None,
+            created_at=utcnow(),
         )  # fmt: skip
         session.add(update)
         await session.flush()
         event = KnowledgeUpdated(
-            entry_id=update.entry_id, action="replace", question=trial, answer=answer, update_id=update.id,
-            similar=[question],
-        )  # fmt: skip
+            entry_id=update.entry_id, action="similar_add", question=question, answer="", update_id=update.id
+        )
     await engine.dispose()
     await announce(grounded.settings, event)
     for _ in range(100):
@@ -171,3 +170,4 @@ async def test_an_approved_similar_question_reaches_its_entry_whose_answer_is_st
     assert body["kefu"]["entry_ids"][0] == entry_id_for(trial) and body["kefu"]["confidence"] == 1.0, body
     # Only the ways to ask changed, not the entry's text: the engine answers it as trained, not a verbatim text.
     assert body["kefu"]["verbatim"] is False
+    assert answer  # the entry kept its answer (a similar_add carries none)

@@ -245,3 +245,21 @@ def test_with_similar_questions_an_overlay_entry_still_scores_as_if_indexed() ->
             after = base.updated([("replace", entry)]).search(wording, 3).hits
             assert [h.entry for h in after] == [h.entry for h in before]
             assert [h.score for h in after] == pytest.approx([h.score for h in before])
+
+
+def test_a_wording_change_applies_to_the_entry_this_knowledge_has_and_survives_a_correction() -> None:
+    base = Retriever(entries_from_rows([(*MFA, ["2FA 怎么搞"]), PORT]))
+    mfa = base.entries[0]
+    wording = "登录要手机验证码那种保护咋打开"
+    attached = base.updated([("similar_add", Entry(mfa.entry_id, wording, ""))])
+    assert attached.entries[0] == Entry(mfa.entry_id, mfa.question, mfa.answer, ("2FA 怎么搞", wording))
+    # a correction after it changes the answer and keeps every wording, the attached one too
+    fixed = attached.updated([("replace", Entry(mfa.entry_id, mfa.question, "新版答案"))])
+    assert fixed.entries[0].similar == ("2FA 怎么搞", wording) and fixed.entries[0].answer == "新版答案"
+    removed = fixed.updated([("similar_remove", Entry(mfa.entry_id, wording, ""))])
+    assert removed.entries[0].similar == ("2FA 怎么搞",) and removed.entries[0].answer == "新版答案"
+    # an entry this version lacks, or has retired, gets nothing (no entry comes back from a wording)
+    other = Retriever(entries_from_rows([PORT]))
+    assert other.updated([("similar_add", Entry(mfa.entry_id, wording, ""))]).entries == other.entries
+    retired = base.updated([("retire", mfa), ("similar_add", Entry(mfa.entry_id, wording, ""))])
+    assert [e.entry_id for e in retired.entries] == [base.entries[1].entry_id]

@@ -1,5 +1,5 @@
-"""similar wordings: a flag may attach the customer's question to an entry (``similar_to``), and a live knowledge
-update carries the entry's similar questions
+"""similar wordings: a flag may attach the customer's question to an entry (``similar_to``); the knowledge update
+that follows is a ``similar_add`` / ``similar_remove`` of that wording (no new column: ``question`` holds it)
 
 Revision ID: 0013
 Revises: 0012
@@ -18,12 +18,8 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('flags', schema=None) as batch_op:
         batch_op.add_column(sa.Column('similar_to', sa.String(length=64), nullable=True))
-    with op.batch_alter_table('knowledge_updates', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('similar', sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('knowledge_updates', schema=None) as batch_op:
-        batch_op.drop_column('similar')
     with op.batch_alter_table('flags', schema=None) as batch_op:
         batch_op.drop_column('similar_to')
