@@ -284,6 +284,7 @@ def test_similar_questions_from_a_text_column_and_a_named_field(tmp_path: Path) 
     # split after cleaning too: a cell's <br> is a line break, each line one wording
     assert prepared.train[0].similar == ("钱怎么退回来", "退订入口", "退款在哪")
     assert prepared.card["fields"]["similar"] == "alts"
+    assert prepare(csv, eval_ratio=0, similar_field="ALTS").train[0].similar == prepared.train[0].similar
     with pytest.raises(IngestError, match=r"no record has the similar-questions field 'nope'"):
         prepare(csv, similar_field="nope")
     # a named field the first record leaves out (JSON lines without similar questions on that row) is still read
