@@ -2,26 +2,18 @@
 
 Text becomes character unigrams and bigrams of CJK characters plus whole ASCII words (no segmenter, no model, so
 nothing to download and a customer's typo costs one or two n-grams rather than a whole word). ``bm25s`` scores
-the entries: an entry's question counts twice, its answer once (customers often ask with the answer's words,
-"发票 怎么开"), and each of the question's n-grams weighs by its information in general Chinese (below; a bigram the
-mean of its two characters'), so a match on 发票 counts for more than one on 这里. On the sample FAQ the right entry
-came first for the hard fixture's 111 paraphrases 72 → 81 times (the demo's 40: 39 → 40), with out-of-scope
-questions handed off as before.
+each wording of an entry (its question, then its similar questions) with the entry's answer as one document; the
+wording counts twice, the answer once (customers often ask with the answer's words, "发票 怎么开"), and an entry
+scores as its best wording. Each query n-gram weighs by its information in general Chinese (a bigram: the mean of
+its two characters'), so a match on 发票 counts for more than one on 这里.
 
 ``confidence`` (the hand-off measure; the gateway hands off below a threshold calibrated per dataset,
-``calibrate_threshold``) is the share of the question's characters and ASCII words found in the best entry, filler
-words left out, each weighted by its information in general Chinese, −log p(character) from the word frequencies in
-jieba's dictionary, times its idf in this knowledge base. A customer's own words are mostly everyday ones
-("密码死活想不起来"): 死, 活, 想, 起, 来 carry little information, so missing them costs little, while an
-out-of-scope question's unmatched words (红烧肉, 股票) are rare and cost much; the base's idf alone (used before)
-cannot tell the two apart, both being unseen in it. The idf factor keeps words found in most entries (the company's
-own name: "CloudMax的CEO是谁？") from vouching for a question. Measured on the sample FAQ, retrieval alone, with
-the trainer's calibrated threshold (0.26 → 0.40), questions answered with the right entry: the demo's 40 paraphrases
-38 → 40, the hard fixture's 111 (tests/fixtures/grounding) 40 → 55, answered with a wrong entry 6 → 9; out-of-scope
-questions handed off 50 → 53 of 60. (Information alone, without the idf factor: 58 of 111 right, 52 of 60 handed
-off, but out-of-scope questions after an in-scope turn handed off 47 instead of 53 of 60. Re-ranking BM25's best ten
-by coverage put the right entry first more often, but picking the best-covered entry inflated out-of-scope
-questions' confidence as much: 3 more of 60 answered. Not adopted.)
+``calibrate_threshold``) is the share of the question's characters and ASCII words found in the best entry's best
+wording, filler words left out, each weighted by its information in general Chinese (−log p(character) from the
+word frequencies in jieba's dictionary) times its idf over the entries. A customer's own words are mostly everyday
+ones ("密码死活想不起来"): missing 死, 活, 想 costs little, while an out-of-scope question's unmatched words (红烧肉,
+股票) are rare and cost much; the idf factor keeps words found in most entries (the company's name) from vouching
+for a question. What each choice measured on the sample FAQ: docs/benchmarks.md ("Grounded answers").
 """
 
 from __future__ import annotations
