@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from libs.common.artifacts import ArtifactStore
-from libs.common.knowledge import entry_id_for, load_knowledge
+from libs.common.knowledge import Entry, entry_id_for, load_knowledge
 from libs.common.tables import Answer, Flag, KnowledgeUpdate, OutboxMessage
 from services.feedback.drift_check import unanswered_clusters
 from services.feedback.errors import Invalid, NotFound
@@ -152,12 +152,17 @@ async def test_an_answer_check_hand_off_is_a_covered_question_whose_correction_r
     assert await updates(fb_sessions) == [("replace", entry_id_for(FAQ_QUESTION), FAQ_QUESTION, FIX)]
 
 
+async def faq_entry(sessions: async_sessionmaker, settings: Settings) -> tuple[ArtifactStore, str, Entry]:
+    """The store, the live sample dataset and its entry for FAQ_QUESTION (with the sample's similar questions)."""
+    store = ArtifactStore(settings.home)
+    parent = await seed_live_dataset(sessions, settings.home)
+    return store, parent, next(e for e in load_knowledge(store.path("datasets", parent)) if e.question == FAQ_QUESTION)
+
+
 async def test_a_question_attached_to_an_entry_becomes_its_similar_question_live_and_in_the_release(
     fb_sessions: async_sessionmaker, fb_settings: Settings
 ) -> None:
-    store = ArtifactStore(fb_settings.home)
-    parent = await seed_live_dataset(fb_sessions, fb_settings.home)
-    entry = next(e for e in load_knowledge(store.path("datasets", parent)) if e.question == FAQ_QUESTION)
+    store, parent, entry = await faq_entry(fb_sessions, fb_settings)
     question = "账号口令记不得了，咋弄回来"
     handed = await grounded_answer(fb_sessions, parent, question, handoff=True, ungrounded=True)
     agent = {"X-API-Key": await add_key(fb_sessions, "agent")}
@@ -193,9 +198,7 @@ async def test_a_question_attached_to_an_entry_becomes_its_similar_question_live
 async def test_rejecting_an_approved_similar_question_takes_it_off_the_entry(
     fb_sessions: async_sessionmaker, fb_settings: Settings
 ) -> None:
-    store = ArtifactStore(fb_settings.home)
-    parent = await seed_live_dataset(fb_sessions, fb_settings.home)
-    entry = next(e for e in load_knowledge(store.path("datasets", parent)) if e.question == FAQ_QUESTION)
+    store, parent, entry = await faq_entry(fb_sessions, fb_settings)
     answer_id = await grounded_answer(fb_sessions, parent, "密码搞丢了", handoff=True, ungrounded=True)
     view = await flag_answer(fb_sessions, store, answer_id=answer_id, reason="同一问题", agent="t",
                              similar_to=entry.entry_id)  # fmt: skip
