@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,6 +33,8 @@ class DedupResult:
     kept: tuple[int, ...]
     exact: int
     near: int
+    #: dropped row → the kept row it duplicates (so its wording can live on as a similar question of that row)
+    into: dict[int, int] = field(default_factory=dict)
 
 
 def question_key(pair: QAPair) -> str:
@@ -97,16 +99,18 @@ def dedup(
     order = sorted(range(len(pairs)), key=lambda i: (form_score(pairs[i]), -i), reverse=True)
     keys = [question_key(p) for p in pairs]
 
-    seen: set[str] = set()
+    first: dict[str, int] = {}
+    into: dict[int, int] = {}
     survivors: list[int] = []
     for i in order:
-        if keys[i] in seen:
+        if keys[i] in first:
+            into[i] = first[keys[i]]
             continue
-        seen.add(keys[i])
+        first[keys[i]] = i
         survivors.append(i)
     exact = len(pairs) - len(survivors)
     if not near:
-        return DedupResult(tuple(sorted(survivors)), exact, 0)
+        return DedupResult(tuple(sorted(survivors)), exact, 0, into)
 
     hasher = MinHasher(num_perm)
     bands, rows = lsh_shape(num_perm, threshold)
@@ -117,10 +121,14 @@ def dedup(
         grams[i] = shingles(keys[i], ngram)
         sig = hasher.signature(grams[i])
         band_keys = [(b, sig[b * rows : (b + 1) * rows].tobytes()) for b in range(bands)]
-        candidates = {j for key in band_keys for j in buckets.get(key, ())}
-        if any(jaccard(grams[i], grams[j]) >= threshold for j in candidates):
+        candidates = sorted({j for key in band_keys for j in buckets.get(key, ())})
+        twin = next((j for j in candidates if jaccard(grams[i], grams[j]) >= threshold), None)
+        if twin is not None:
+            into[i] = twin
             continue
         kept.append(i)
         for key in band_keys:
             buckets.setdefault(key, []).append(i)
-    return DedupResult(tuple(sorted(kept)), exact, len(survivors) - len(kept))
+    # an exact duplicate of a near duplicate ends on the row that was kept
+    resolved = {i: into.get(j, j) for i, j in into.items()}
+    return DedupResult(tuple(sorted(kept)), exact, len(survivors) - len(kept), resolved)

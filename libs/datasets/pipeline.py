@@ -198,7 +198,7 @@ def prepare_dataset(
         ngram=options.ngram,
         num_perm=options.minhash_perm,
     )
-    final, shared = drop_shared_similar([rows[i] for i in result.kept])
+    final, shared = drop_shared_similar(_merge_wordings(rows, result.into, options, result.kept))
     similar_dropped += shared
     if options.similar_field and not named_seen:
         raise DatasetError(f"{shown}: no record has the similar-questions field {options.similar_field!r}")
@@ -240,6 +240,24 @@ def prepare_dataset(
                       "similar_dropped": similar_dropped, "index": retrieval.PARAMS},
     }  # fmt: skip
     return PreparedDataset(dataset_id, train, eval_, card)
+
+
+def _merge_wordings(
+    rows: list[QAPair], into: dict[int, int], options: IngestOptions, kept: tuple[int, ...]
+) -> list[QAPair]:
+    """The kept rows, each with the questions and similar questions of the duplicates dropped for it added to its
+    own similar questions: a duplicate row is another way customers ask the same thing."""
+    extra: dict[int, list[str]] = {}
+    for dropped, target in sorted(into.items()):
+        extra.setdefault(target, []).extend((rows[dropped].instruction, *rows[dropped].similar))
+    out = []
+    for i in kept:
+        row = rows[i]
+        if i in extra:
+            similar, _ = keep_similar(row.instruction, (*row.similar, *extra[i]), options)
+            row = QAPair(row.instruction, row.input, row.output, similar)
+        out.append(row)
+    return out
 
 
 def write_dataset(prepared: PreparedDataset, out_dir: Path | str) -> str:

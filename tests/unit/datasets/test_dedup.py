@@ -109,3 +109,15 @@ def test_bundled_sample_has_no_duplicates() -> None:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     result = dedup([QAPair(r["question"], "", r["answer"]) for r in rows])
     assert (result.exact, result.near) == (0, 0)
+
+
+def test_every_dropped_row_names_the_kept_row_it_duplicates() -> None:
+    rows = pairs(
+        ("请问如何重置登录密码", "点这里"),  # near duplicate of 1
+        ("如何重置登录密码？", "在登录页点击「忘记密码」，通过手机验证码重置。"),
+        ("请问 如何重置登录密码！", "短"),  # exact duplicate of 0, which is itself dropped for 1
+        ("如何申请增值税专用发票？", "企业认证后在「发票管理」中申请。"),
+    )
+    result = dedup(rows)
+    assert result.kept == (1, 3) and result.into == {0: 1, 2: 1}
+    assert dedup(rows, near=False).into == {2: 0}

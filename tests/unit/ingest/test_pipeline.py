@@ -75,6 +75,10 @@ def test_duplicates_are_counted_and_the_best_row_kept(fixtures: Path) -> None:
     assert outputs["如何重置登录密码？"] == "在登录页点击「忘记密码」，通过手机验证码重置。"
     assert outputs["How do I reset my PASSWORD?"] == "Click 'Forgot password' on the login page."
     assert len(outputs) == 4
+    # a dropped duplicate is another way to ask: its distinct wording lives on as a similar question of the kept row
+    similar = {p.instruction: p.similar for p in all_pairs(prepared)}
+    assert similar["如何重置登录密码？"] == ("请问如何重置登录密码？",)  # the exact repeats add nothing new
+    assert similar["How do I reset my PASSWORD?"] == ()  # "how do i reset my password" is the same wording
 
 
 def test_instruction_input_output_source(fixtures: Path) -> None:
