@@ -33,6 +33,7 @@ class FlagBrief:
     status: str
     correction: str | None
     final_correction: str | None
+    similar_to: str | None = None  # instead of a correction: the entry the question was attached to
 
 
 @dataclass(frozen=True)
@@ -190,7 +191,7 @@ async def search_answers(
         )
     newest: dict[str, FlagBrief] = {}
     for f in flag_rows:  # oldest first, so the newest flag per answer wins
-        newest[f.answer_id] = FlagBrief(f.flag_id, f.status, f.correction, f.final_correction)
+        newest[f.answer_id] = FlagBrief(f.flag_id, f.status, f.correction, f.final_correction, f.similar_to)
     rows = [_row(a, newest.get(a.answer_id)) for a in answers]
     return AnswerPage(rows=rows, page=page, per_page=per_page, total=total)
 
@@ -204,5 +205,6 @@ async def get_row(sessions: async_sessionmaker, answer_id: str) -> AnswerRow:
         flag = await session.scalar(
             select(Flag).where(Flag.answer_id == answer_id).order_by(Flag.created_at.desc()).limit(1)
         )
-    brief = FlagBrief(flag.flag_id, flag.status, flag.correction, flag.final_correction) if flag else None
-    return _row(answer, brief)
+    if flag is None:
+        return _row(answer, None)
+    return _row(answer, FlagBrief(flag.flag_id, flag.status, flag.correction, flag.final_correction, flag.similar_to))

@@ -174,6 +174,7 @@ async def test_a_question_attached_to_an_entry_becomes_its_similar_question_live
             # the console's "attach to an existing entry" form: no correction, the entry picked from the references
             row = await c.post(f"/ui/answers/{handed}/flag", data={"similar_to": entry.entry_id}, headers=agent)
             assert row.status_code == 200, row.text
+            assert 'data-field="similar_to"' in row.text and FAQ_QUESTION in row.text  # the row says where it went
             bad = await c.post("/v1/flags", json={"answer_id": handed, "reason": "x", "similar_to": "kb-nope"},
                                headers=agent)  # fmt: skip
             assert bad.status_code == 404 and bad.json()["error"]["code"] == "entry_not_found"
