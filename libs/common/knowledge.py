@@ -94,15 +94,22 @@ def with_wording(entry: Entry, action: str, wording: str) -> Entry:
 
 
 def apply_update(entries: Sequence[Entry], action: Action, changed: Entry) -> list[Entry]:
-    """The entries after one live change: add/replace put ``changed`` in (at its old place if it had one),
-    retire removes it."""
-    out = [e for e in entries if e.entry_id != changed.entry_id]
+    """The entries after one live change, as every server of retrieval applies it: add/replace put ``changed`` in
+    (at its old place if it had one; without similar questions it keeps those of the entry it replaces), retire
+    removes it; similar_add/similar_remove change one wording (``changed.question``) of the entry with that id, if
+    there is one."""
+    at = next((i for i, e in enumerate(entries) if e.entry_id == changed.entry_id), None)
+    if action in SIMILAR_ACTIONS:
+        if at is None:
+            return list(entries)
+        return [*entries[:at], with_wording(entries[at], action, changed.question), *entries[at + 1 :]]
     if action == "retire":
-        return out
-    for i, e in enumerate(entries):
-        if e.entry_id == changed.entry_id:
-            return [*out[:i], changed, *out[i:]]
-    return [*out, changed]
+        return [e for e in entries if e.entry_id != changed.entry_id]
+    if at is None:
+        return [*entries, changed]
+    if not changed.similar:
+        changed = replace(changed, similar=entries[at].similar)
+    return [*entries[:at], changed, *entries[at + 1 :]]
 
 
 def load_knowledge(dataset_dir: Path) -> list[Entry]:

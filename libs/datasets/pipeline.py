@@ -25,11 +25,11 @@ from typing import Any, Protocol
 from libs.common import knowledge, retrieval
 from libs.common.knowledge import KNOWLEDGE_FILE, entry_id_for
 from libs.common.pii import Redactor
-from libs.datasets.cleaning import clean_pair, drop_shared_similar, filter_pair, keep_similar
+from libs.datasets.cleaning import canonical_key, clean_pair, drop_shared_similar, filter_pair, keep_similar
 from libs.datasets.dedup import dedup, question_key
 from libs.datasets.errors import DatasetError
 from libs.datasets.options import IngestOptions
-from libs.datasets.records import QAPair, display_source, extract_pair, resolve_mapping
+from libs.datasets.records import QAPair, display_source, extract_pair, resolve_mapping, similar_key
 from libs.datasets.split import split_keys
 
 # Bump when cleaning/redaction/dedup rules change, so the same input yields a new dataset id.
@@ -159,6 +159,7 @@ def prepare_dataset(
     dropped: Counter[str] = Counter()
     rows: list[QAPair] = []
     row_pii: list[Counter[str]] = []
+    wording_pii: list[Counter[str]] = []  # of the question and similar questions alone (what a duplicate passes on)
     for record in chain([first], records):
         read += 1
         raw = extract_pair(record, mapping)
@@ -166,7 +167,7 @@ def prepare_dataset(
             dropped["non_text"] += 1
             continue
         cleaned = clean_pair(raw)
-        named_seen = named_seen or (mapping.similar is not None and mapping.similar in record)
+        named_seen = named_seen or (mapping.similar is not None and similar_key(record, mapping.similar) is not None)
         redactions = [redactor.redact(t) for t in (cleaned.instruction, cleaned.input, cleaned.output)]
         if options.sensitive_action == "drop" and any(r.has_sensitive for r in redactions):
             dropped["sensitive_word"] += 1
@@ -186,6 +187,7 @@ def prepare_dataset(
             truncated += 1
         rows.append(kept)
         row_pii.append(sum((r.counts for r in row_redactions), Counter()))
+        wording_pii.append(sum((r.counts for r in (redactions[0], *kept_alternatives)), Counter()))
 
     if not rows:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(dropped.items()))
@@ -203,6 +205,7 @@ def prepare_dataset(
     if options.similar_field and not named_seen:
         raise DatasetError(f"{shown}: no record has the similar-questions field {options.similar_field!r}")
     pii: Counter[str] = sum((row_pii[i] for i in result.kept), Counter())
+    pii += sum((wording_pii[i] for i in result.into), Counter())
     sides = split_keys([question_key(p) for p in final], options.eval_ratio, options.split_seed)
     train = tuple(p for p, side in zip(final, sides, strict=True) if side == "train")
     eval_ = tuple(p for p, side in zip(final, sides, strict=True) if side == "eval")
@@ -247,9 +250,14 @@ def _merge_wordings(
 ) -> list[QAPair]:
     """The kept rows, each with the questions and similar questions of the duplicates dropped for it added to its
     own similar questions: a duplicate row is another way customers ask the same thing."""
+    # a wording some kept row already asks stays that row's: merging it would make it shared, and shared is dropped
+    taken = Counter(canonical_key(q) for i in kept for q in (rows[i].instruction, *rows[i].similar))
     extra: dict[int, list[str]] = {}
     for dropped, target in sorted(into.items()):
-        extra.setdefault(target, []).extend((rows[dropped].instruction, *rows[dropped].similar))
+        mine = {canonical_key(q) for q in (rows[target].instruction, *rows[target].similar)}
+        wordings = (rows[dropped].instruction, *rows[dropped].similar)
+        free = [q for q in wordings if canonical_key(q) in mine or not taken[canonical_key(q)]]
+        extra.setdefault(target, []).extend(free)
     out = []
     for i in kept:
         row = rows[i]

@@ -131,11 +131,23 @@ def extract_pair(record: Mapping[str, Any], mapping: FieldMapping) -> QAPair | N
     context = field_text(record.get(mapping.input)) if mapping.input else ""
     # Sources that keep similar questions often leave the field out of rows without any (JSON lines): a field the
     # first record did not name is looked for in every record.
-    field = mapping.similar or next((k for k in SIMILAR_FIELDS if k in record), None)
+    field = (
+        similar_key(record, mapping.similar)
+        if mapping.similar
+        else next((k for k in SIMILAR_FIELDS if k in record), None)
+    )
     similar = similar_questions(record.get(field)) if field else ()
     if question is None or answer is None or context is None:
         return None
     return QAPair(question, context, answer, similar)
+
+
+def similar_key(record: Mapping[str, Any], name: str) -> str | None:
+    """The record's key for field ``name``, matched as the other fields are (exactly, else ignoring case)."""
+    if name in record:
+        return name
+    wanted = name.strip().lower()
+    return next((k for k in record if isinstance(k, str) and k.strip().lower() == wanted), None)
 
 
 def similar_questions(value: Any) -> tuple[str, ...]:

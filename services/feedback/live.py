@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.artifacts import ArtifactStore
 from libs.common.events import KnowledgeUpdated
-from libs.common.knowledge import SIMILAR_ACTIONS, Entry, entry_id_for, load_knowledge, with_wording
+from libs.common.knowledge import SIMILAR_ACTIONS, Entry, apply_update, entry_id_for, load_knowledge
 from libs.common.outbox import enqueue
 from libs.common.tables import Answer, Flag, KnowledgeUpdate, utcnow
 from libs.datasets.cleaning import canonical_key
@@ -46,33 +46,22 @@ async def _current_question(
     return found.question if found else None
 
 
-async def current_entry(
-    session: AsyncSession, artifacts: ArtifactStore, dataset_id: str | None, entry_id: str
-) -> Entry | None:
-    """The entry as served now: the dataset's with every live update of it replayed in order, as the gateway
-    applies them (None: retired, or in neither)."""
-    entry = await _dataset_entry(artifacts, dataset_id, entry_id)
-    rows = await session.scalars(
-        select(KnowledgeUpdate).where(KnowledgeUpdate.entry_id == entry_id).order_by(KnowledgeUpdate.id)
-    )
-    for row in rows:
-        if row.action == "retire":
-            entry = None
-        elif row.action in SIMILAR_ACTIONS:
-            entry = with_wording(entry, row.action, row.question) if entry is not None else None
-        else:
-            entry = Entry(entry_id, row.question, row.answer, entry.similar if entry is not None else ())
-    return entry
+async def live_entries(session: AsyncSession, artifacts: ArtifactStore, dataset_id: str | None) -> list[Entry]:
+    """A dataset version's knowledge with every live update replayed in order, as the gateway applies them."""
+    entries = await asyncio.to_thread(load_knowledge, artifacts.path("datasets", dataset_id)) if dataset_id else []
+    for row in await session.scalars(select(KnowledgeUpdate).order_by(KnowledgeUpdate.id)):
+        entries = apply_update(entries, row.action, Entry(row.entry_id, row.question, row.answer))  # type: ignore[arg-type]
+    return entries
 
 
 async def attachable(session: AsyncSession, artifacts: ArtifactStore, answer: Answer, entry_id: str) -> Entry:
-    """The entry ``answer``'s question may become a similar question of; 404 if the knowledge has no such entry,
-    400 if another entry already has that wording (one wording, one answer)."""
-    entry = await current_entry(session, artifacts, answer.dataset_id, entry_id)
+    """The entry ``answer``'s question may become a similar question of (as served now); 404 if the knowledge has
+    no such entry, 400 if another entry already has that wording (one wording, one answer)."""
+    entries = await live_entries(session, artifacts, answer.dataset_id)
+    entry = next((e for e in entries if e.entry_id == entry_id), None)
     if entry is None:
         raise NotFound("entry_not_found", f"no knowledge entry {entry_id!r} in the answer's knowledge base")
     wording = canonical_key(answer.question)
-    entries = await asyncio.to_thread(load_knowledge, artifacts.path("datasets", answer.dataset_id or ""))
     for other in entries:
         if other.entry_id != entry_id and wording in {canonical_key(q) for q in other.questions}:
             raise Invalid("wording_taken", f"similar_to: this question already asks entry {other.entry_id} "

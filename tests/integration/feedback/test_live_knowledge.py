@@ -229,3 +229,10 @@ async def test_a_wording_leads_to_one_answer_and_one_the_faq_has_changes_nothing
     await review_flag(fb_sessions, store, view.flag_id, action="approve", reviewer="admin")
     await review_flag(fb_sessions, store, view.flag_id, action="reject", reviewer="admin")
     assert await updates(fb_sessions) == []
+    # a wording attached live to one entry is taken for every other, before any release
+    fresh = await grounded_answer(fb_sessions, parent, "口令找不回来了", handoff=True, ungrounded=True)
+    view = await flag_answer(fb_sessions, store, answer_id=fresh, reason="x", agent="t", similar_to=entry.entry_id)
+    await review_flag(fb_sessions, store, view.flag_id, action="approve", reviewer="admin")
+    again = await grounded_answer(fb_sessions, parent, "口令找不回来了", handoff=True, ungrounded=True)
+    with pytest.raises(Invalid, match=f"already asks entry {entry.entry_id}"):
+        await flag_answer(fb_sessions, store, answer_id=again, reason="x", agent="t", similar_to=other.entry_id)

@@ -334,3 +334,19 @@ def test_a_similar_question_with_a_word_to_drop_goes_alone() -> None:
     prepared = prepare_dataset(rows, options)
     assert prepared.card["counts"]["kept"] == 2 and prepared.card["dropped"] == {}
     assert prepared.train[0].similar == ("注册入口在哪",) and prepared.card["knowledge"]["similar_dropped"] == 1
+
+
+def test_a_duplicate_passes_on_only_wordings_no_other_row_asks_and_its_pii_is_counted() -> None:
+    rows = [
+        {"question": "物流多久到？", "answer": "发货后3天内送达。", "similar": ["订单发货后多久能到"]},
+        {"question": "如何退货？", "answer": "在订单页申请退货，审核后寄回即可。"},
+        # a near duplicate of 如何退货, worse formed; its similar questions: one is 物流多久到's, one has a phone
+        {"question": "如何退货", "answer": "申请", "similar": ["订单发货后多久能到", "退货寄到13812345678吗"]},
+        {"question": "发票怎么开？", "answer": "在费用中心申请。", "Similar": ["开票入口"]},
+    ]
+    prepared = prepare_dataset(rows, IngestOptions(eval_ratio=0, similar_field="similar"))
+    by_question = {p.instruction: p.similar for p in prepared.train}
+    assert by_question["物流多久到？"] == ("订单发货后多久能到",)  # stays its own row's, not made shared and dropped
+    assert by_question["如何退货？"] == ("退货寄到[PHONE]吗",)
+    assert prepared.card["pii_redacted"] == {"phone": 1}
+    assert by_question["发票怎么开？"] == ("开票入口",)  # the named field, matched ignoring case in any record
