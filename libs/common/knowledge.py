@@ -93,23 +93,27 @@ def with_wording(entry: Entry, action: str, wording: str) -> Entry:
     return replace(entry, similar=tuple(q for q in entry.similar if q != wording))
 
 
-def apply_update(entries: Sequence[Entry], action: Action, changed: Entry) -> list[Entry]:
-    """The entries after one live change, as every server of retrieval applies it: add/replace put ``changed`` in
-    (at its old place if it had one; without similar questions it keeps those of the entry it replaces), retire
-    removes it; similar_add/similar_remove change one wording (``changed.question``) of the entry with that id, if
-    there is one."""
-    at = next((i for i, e in enumerate(entries) if e.entry_id == changed.entry_id), None)
-    if action in SIMILAR_ACTIONS:
-        if at is None:
-            return list(entries)
-        return [*entries[:at], with_wording(entries[at], action, changed.question), *entries[at + 1 :]]
+def after_change(before: Entry | None, action: str, changed: Entry) -> Entry | None:
+    """The entry under ``changed.entry_id`` after one live change — the one rule every server of retrieval and the
+    feedback service apply. add/replace: ``changed`` (without similar questions it keeps those of ``before``: a
+    correction changes the answer, the ways customers ask stay); retire: None; similar_add/similar_remove: ``before``
+    with one wording (``changed.question``) added or taken off, None when there is no entry to change."""
     if action == "retire":
-        return [e for e in entries if e.entry_id != changed.entry_id]
+        return None
+    if action in SIMILAR_ACTIONS:
+        return with_wording(before, action, changed.question) if before is not None else None
+    if not changed.similar and before is not None:
+        return replace(changed, similar=before.similar)
+    return changed
+
+
+def apply_update(entries: Sequence[Entry], action: Action, changed: Entry) -> list[Entry]:
+    """The entries after one live change (``after_change``), a replaced entry at its old place, a new one last."""
+    at = next((i for i, e in enumerate(entries) if e.entry_id == changed.entry_id), None)
+    after = after_change(entries[at] if at is not None else None, action, changed)
     if at is None:
-        return [*entries, changed]
-    if not changed.similar:
-        changed = replace(changed, similar=entries[at].similar)
-    return [*entries[:at], changed, *entries[at + 1 :]]
+        return [*entries, after] if after is not None else list(entries)
+    return [*entries[:at], *([after] if after is not None else []), *entries[at + 1 :]]
 
 
 def load_knowledge(dataset_dir: Path) -> list[Entry]:

@@ -19,7 +19,6 @@ for a question. What each choice measured on the sample FAQ: docs/benchmarks.md 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import functools
 import importlib.resources
 import itertools
@@ -34,7 +33,7 @@ import bm25s
 import numpy as np
 import scipy.sparse
 
-from libs.common.knowledge import SIMILAR_ACTIONS, Entry, with_wording
+from libs.common.knowledge import Entry, after_change
 
 _UNIT = re.compile(r"[a-z0-9]+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 #: Function words and greetings that say nothing about WHAT is asked; they neither raise nor lower confidence.
@@ -196,27 +195,19 @@ class Retriever:
         return len(self.entries)
 
     def updated(self, changes: Sequence[tuple[str, Entry]]) -> Retriever:
-        """This knowledge after ``changes`` ((action, entry), in order), sharing this index. add / replace /
-        retire an entry; an entry put in without similar questions keeps those of the one it replaces (a
-        correction changes the answer; the ways customers ask stay). similar_add / similar_remove change one
-        wording (the change's ``question``) of the entry this knowledge has under that id, if it has it."""
+        """This knowledge after ``changes`` ((action, entry), in order, each as ``knowledge.after_change`` says),
+        sharing this index."""
         view = copy.copy(self)
         view._hidden, view._overlay = self._hidden.copy(), dict(self._overlay)
         for action, changed in changes:
             position = self._position.get(changed.entry_id)
-            before = view._current(changed.entry_id, position)
-            if action in SIMILAR_ACTIONS:
-                if before is None:  # not in this version of the knowledge (or retired): nothing to attach to
-                    continue
-                action, changed = "replace", with_wording(before, action, changed.question)
-            elif action != "retire" and not changed.similar and before is not None:
-                changed = dataclasses.replace(changed, similar=before.similar)
+            after = after_change(view._current(changed.entry_id, position), action, changed)
             if position is not None:
                 view._hidden[position] = True
             view._overlay.pop(changed.entry_id, None)
-            if action != "retire":
-                docs = [_document(q, changed.answer) for q in changed.questions]
-                view._overlay[changed.entry_id] = (changed, [(Counter(d), len(d)) for d in docs])
+            if after is not None:
+                docs = [_document(q, after.answer) for q in after.questions]
+                view._overlay[after.entry_id] = (after, [(Counter(d), len(d)) for d in docs])
         view.entries = [
             view._overlay[e.entry_id][0] if e.entry_id in view._overlay else e
             for i, e in enumerate(self._base)
@@ -271,10 +262,21 @@ class Retriever:
         return self._terms[:, ids] @ np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
 
     def coverage(self, question: str, entry: Entry) -> float:
-        """The information-weighted share of ``question``'s characters that ``entry`` contains (``confidence``'s
-        measure, for an entry chosen by other means, e.g. with a conversation's earlier turn)."""
+        """The information-weighted share of ``question``'s characters that ``entry`` (its best wording, with its
+        answer) contains: ``confidence``'s measure, for an entry chosen by other means (a conversation's earlier
+        turn)."""
         content = self._content(question)
-        return max(_coverage(content, frozenset(_document(q, entry.answer))) for q in entry.questions)
+        return max(_coverage(content, terms) for terms in self._wording_terms(entry))
+
+    def _wording_terms(self, entry: Entry) -> list[frozenset[str]] | list[Counter[str]]:
+        """The indexed terms of each wording of ``entry``: from the index or the overlay when it is theirs."""
+        if entry.entry_id in self._overlay and self._overlay[entry.entry_id][0] == entry:
+            return [counts for counts, _ in self._overlay[entry.entry_id][1]]
+        position = self._position.get(entry.entry_id)
+        if position is not None and self._base[position] == entry:
+            start = int(self._first_doc[position])
+            return self._sets[start : start + len(entry.questions)]
+        return [frozenset(_document(q, entry.answer)) for q in entry.questions]
 
     def _score(self, weights: dict[str, float], counts: Counter[str], length: int) -> float:
         """Weighted BM25 (Lucene variant, as bm25s) of one overlay document with the base's statistics."""

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.common.artifacts import ArtifactStore
 from libs.common.events import KnowledgeUpdated
-from libs.common.knowledge import SIMILAR_ACTIONS, Entry, apply_update, entry_id_for, load_knowledge
+from libs.common.knowledge import Entry, apply_update, entry_id_for, load_knowledge
 from libs.common.outbox import enqueue
 from libs.common.tables import Answer, Flag, KnowledgeUpdate, utcnow
 from libs.datasets.cleaning import canonical_key
@@ -28,22 +28,6 @@ async def _dataset_entry(artifacts: ArtifactStore, dataset_id: str | None, entry
         return None
     entries = await asyncio.to_thread(load_knowledge, artifacts.path("datasets", dataset_id))
     return next((e for e in entries if e.entry_id == entry_id), None)
-
-
-async def _current_question(
-    session: AsyncSession, artifacts: ArtifactStore, dataset_id: str | None, entry_id: str
-) -> str | None:
-    """The question heading ``entry_id`` now: from the newest live update of it, else from the dataset."""
-    live = await session.scalar(
-        select(KnowledgeUpdate.question)
-        .where(KnowledgeUpdate.entry_id == entry_id, KnowledgeUpdate.action.not_in(SIMILAR_ACTIONS))
-        .order_by(KnowledgeUpdate.id.desc())
-        .limit(1)
-    )
-    if live is not None:
-        return live
-    found = await _dataset_entry(artifacts, dataset_id, entry_id)
-    return found.question if found else None
 
 
 async def live_entries(session: AsyncSession, artifacts: ArtifactStore, dataset_id: str | None) -> list[Entry]:
@@ -101,7 +85,8 @@ async def stage_approval(session: AsyncSession, artifacts: ArtifactStore, flag: 
     # An answer-check hand-off (``ungrounded``) had the right entry; the correction replaces it like any answer's.
     if answer is not None and (not answer.handoff or answer.ungrounded) and answer.entry_ids:
         entry_id = str(answer.entry_ids[0])
-        question = await _current_question(session, artifacts, answer.dataset_id, entry_id)
+        entries = await live_entries(session, artifacts, answer.dataset_id)
+        question = next((e.question for e in entries if e.entry_id == entry_id), None)
     if question is None:  # handed off, ungrounded, or the entry is gone: a new entry in the customer's words
         question = answer.question if answer is not None else ""
         entry_id, action = entry_id_for(question), "add"

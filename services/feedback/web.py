@@ -10,6 +10,7 @@ from ``i18n`` in the locale named by ``?lang=`` (Chinese by default).
 from __future__ import annotations
 
 import asyncio
+import functools
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -66,19 +67,21 @@ async def index(request: Request) -> HTMLResponse:
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _questions_of(dataset_dir: Path) -> dict[str, str]:
+    """entry id → question of a dataset version (versions never change, so this is read once each)."""
+    try:
+        return {e.entry_id: e.question for e in load_knowledge(dataset_dir)}
+    except (OSError, ValueError):  # an unreadable version: the form shows entry ids instead
+        return {}
+
+
 async def _entry_questions(request: Request, rows: list[answers.AnswerRow]) -> dict[str, str]:
-    """entry id → question, for the entries the rows' answers retrieved (read once per dataset version)."""
-    cache: dict[str, dict[str, str]] = request.app.state.__dict__.setdefault("entry_questions", {})
+    """entry id → question, for the entries the rows' answers retrieved."""
+    artifacts = request.app.state.runtime.artifacts
     found: dict[str, str] = {}
     for dataset_id in {r.dataset_id for r in rows if r.dataset_id and r.entry_ids}:
-        if dataset_id not in cache:
-            path = request.app.state.runtime.artifacts.path("datasets", dataset_id)
-            try:
-                entries = await asyncio.to_thread(load_knowledge, path)
-            except (OSError, ValueError):
-                entries = []
-            cache[dataset_id] = {e.entry_id: e.question for e in entries}
-        found.update(cache[dataset_id])
+        found.update(await asyncio.to_thread(_questions_of, artifacts.path("datasets", dataset_id)))
     return found
 
 

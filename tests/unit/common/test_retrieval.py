@@ -16,7 +16,7 @@ from libs.common.knowledge import (
     read_entries,
     to_jsonl,
 )
-from libs.common.retrieval import Retriever, calibrate_threshold, information, tokens
+from libs.common.retrieval import Retriever, _coverage, _document, calibrate_threshold, information, tokens
 
 SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample" / "cloudmax_faq.jsonl"
 
@@ -263,3 +263,34 @@ def test_a_wording_change_applies_to_the_entry_this_knowledge_has_and_survives_a
     assert other.updated([("similar_add", Entry(mfa.entry_id, wording, ""))]).entries == other.entries
     retired = base.updated([("retire", mfa), ("similar_add", Entry(mfa.entry_id, wording, ""))])
     assert [e.entry_id for e in retired.entries] == [base.entries[1].entry_id]
+
+
+def test_the_index_and_the_feedback_side_apply_live_changes_by_one_rule() -> None:
+    base = entries_from_rows([(*MFA, ["2FA 怎么搞"]), PORT, ("如何申请发票？", "在费用中心申请。")])
+    mfa, port, invoice = base
+    changes = [
+        ("similar_add", Entry(mfa.entry_id, "双重认证咋开", "")),
+        ("replace", Entry(mfa.entry_id, mfa.question, "新版答案")),
+        ("retire", port),
+        ("similar_add", Entry(port.entry_id, "80端口咋开", "")),  # retired: nothing to attach to
+        ("add", Entry(entry_id_for("发票多久开好？"), "发票多久开好？", "1个工作日。")),
+        ("similar_remove", Entry(mfa.entry_id, "2FA 怎么搞", "")),
+    ]
+    listed = list(base)
+    for action, changed in changes:
+        listed = apply_update(listed, action, changed)  # type: ignore[arg-type]
+    served = Retriever(base).updated(changes).entries
+    assert sorted(served, key=lambda e: e.entry_id) == sorted(listed, key=lambda e: e.entry_id)
+    assert next(e for e in served if e.entry_id == mfa.entry_id).similar == ("双重认证咋开",)
+    assert invoice in served and all(e.entry_id != port.entry_id for e in served)
+
+
+def test_coverage_of_an_indexed_or_overlay_entry_equals_that_of_its_text() -> None:
+    base = Retriever(entries_from_rows([(*MFA, ["2FA 怎么搞"]), PORT]))
+    mfa = base.entries[0]
+    fixed = base.updated([("replace", Entry(mfa.entry_id, mfa.question, "新版：在安全中心开启"))])
+    for knowledge, entry in ((base, mfa), (fixed, fixed.entries[0])):
+        for question in ("2fa咋搞", "安全中心在哪开启MFA", "红烧肉怎么做"):
+            content = knowledge._content(question)
+            from_text = max(_coverage(content, frozenset(_document(q, entry.answer))) for q in entry.questions)
+            assert knowledge.coverage(question, entry) == pytest.approx(from_text)
