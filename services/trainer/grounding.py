@@ -104,16 +104,13 @@ def training_rows(
         gold = by_id.get(entry_id_for(row.instruction))
         # The FAQ's own similar questions are real customer wordings: better training questions than any rule's
         # rewrite, so they take the rewrites' places (as many rows per entry as without them: the budget is per entry).
-        similar = list(gold.similar) if gold is not None else []
-        if i < len(rows):
-            wanted = mix.rewrites_per_row
-            questions = [row.instruction, *rng.sample(similar, min(wanted, len(similar)))]
-        else:
-            wanted = mix.rewrites_per_row + 1
-            questions = rng.sample(similar, min(wanted, len(similar)))
-        if len(questions) < wanted + (i < len(rows)):
-            more = wanted + (i < len(rows)) - len(questions)
-            questions += (augment.variants if i < len(rows) else augment.rewrites)(row.instruction, more, rng)
+        similar, trained = list(gold.similar) if gold is not None else [], i < len(rows)
+        count = mix.rewrites_per_row + 1
+        questions = [row.instruction] if trained else []
+        questions += rng.sample(similar, min(count - len(questions), len(similar)))
+        if len(questions) < count:
+            top_up = augment.variants if trained else augment.rewrites  # an eval entry must get all its rows
+            questions += top_up(row.instruction, count - len(questions), rng)
         for question in questions:
             hits = [h.entry for h in retriever.search(question, mix.k + 1).hits]
             roll = rng.random()
