@@ -125,7 +125,8 @@ async def wait_for_state(
                 return dep
             await asyncio.sleep(0.1)
         if fail:
-            pytest.fail(f"engine {engine_id} never reached {state} (last: {dep.state if dep else None})")
+            last = f"{dep.state}: {dep.reason} evidence={dep.evidence}" if dep else None
+            pytest.fail(f"engine {engine_id} never reached {state} (last: {last})")
         return None
     finally:
         await engine.dispose()

@@ -93,6 +93,9 @@ async def evidence_gateway(
     settings = gateway_settings(
         home, f"sqlite+aiosqlite:///{home}/kefu.db", tansu, triton.grpc_url,
         canary_percent=1.0, canary_seconds=1.0, canary_min_answers=6, canary_requests=1000,
+        # One replayed question at a time: each engine then answers alone, so the copy of the live weights answers
+        # byte for byte as live does (batched with others, other left padding may tip a near-tie of the tiny model).
+        canary_shadow_concurrency=1,
     )  # fmt: skip
     await asyncio.to_thread(upgrade_database, settings.effective_database_url)
     engine = make_engine(settings.effective_database_url)

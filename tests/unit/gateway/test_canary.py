@@ -45,7 +45,7 @@ def test_side_scores_hand_offs_and_errors_as_misses_and_counts_only_judged_quest
         ([RIGHT[0], Reply("在登录页重置密码。"), Reply("在订单页申请退款。"), RIGHT[3]], "answers worse than live"),
         ([RIGHT[0], Reply("", handoff=True), *RIGHT[2:]], "hands off more"),
         ([*RIGHT[:3], Reply("", error="engine failed")], "errors in 4 replayed"),
-        ([Reply(r.text, ms_per_token=30.0) for r in RIGHT], "ms/token"),
+        ([Reply(r.text, ms_per_token=30.0) for r in RIGHT], "3.00x live's ms/token"),
     ],
 )
 def test_a_canary_worse_than_live_on_the_replay_is_named_worse(canary: list[Reply], reason: str) -> None:
@@ -57,6 +57,19 @@ def test_a_canary_as_good_as_live_is_not_worse() -> None:
     assert judge(evidence(RIGHT), SETTINGS) == []
     slightly = [Reply(r.text, ms_per_token=14.0) for r in RIGHT]  # within 1.5 × live
     assert judge(evidence(slightly), SETTINGS) == []
+
+
+def test_speed_is_compared_question_by_question_so_one_slow_moment_does_not_roll_back_a_canary() -> None:
+    # Questions differ in speed (short answers cost more per token), so each side's median lands on whichever
+    # question noise puts in the middle: one canary answer slowed 3x by a busy moment moved its median from 15 to
+    # 25 ms/token, 1.67x live's. Question by question, it was as fast as live on 3 of 4.
+    live = [Reply(r.text, ms_per_token=ms) for r, ms in zip(RIGHT, (5.0, 10.0, 20.0, 40.0), strict=True)]
+    one_slow = [Reply(r.text, ms_per_token=ms) for r, ms in zip(RIGHT, (5.0, 30.0, 20.0, 40.0), strict=True)]
+    found = evidence(one_slow, live)
+    assert found["canary"]["ms_per_token_p50"] / found["live"]["ms_per_token_p50"] > SETTINGS.canary_max_latency_ratio
+    assert found["latency_ratio_p50"] == 1.0 and judge(found, SETTINGS) == []
+    all_slow = [Reply(r.text, ms_per_token=ms * 2) for r, ms in zip(RIGHT, (5.0, 10.0, 20.0, 40.0), strict=True)]
+    assert "2.00x live's ms/token" in "; ".join(judge(evidence(all_slow, live), SETTINGS))
 
 
 def test_evidence_lists_differing_answers_for_the_operator() -> None:
