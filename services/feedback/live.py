@@ -5,6 +5,10 @@ changes: the answer's best reference is REPLACED by the correction (the entry ke
 wordings of the same question get the fix too); a handed-off answer, which had no usable reference, becomes a NEW
 entry under the customer's question; a flag that names an entry (``similar_to``) adds the customer's question to
 that entry's similar questions. A rejection of an earlier approval restores the entry as the dataset had it.
+
+A customer's question goes live PII-redacted (default rules, as the shadow replay's): a new entry's question and an
+attached wording sit in every engine's prompt context and knowledge events; the next release redacts them again with
+the dataset's own rules.
 """
 
 from __future__ import annotations
@@ -18,9 +22,17 @@ from libs.common.artifacts import ArtifactStore
 from libs.common.events import KnowledgeUpdated
 from libs.common.knowledge import Entry, apply_update, entry_id_for, load_knowledge
 from libs.common.outbox import enqueue
+from libs.common.pii import DefaultRedaction, Redactor
 from libs.common.tables import Answer, Flag, KnowledgeUpdate, utcnow
 from libs.datasets.cleaning import canonical_key
 from services.feedback.errors import Invalid, NotFound, Unusable
+
+_REDACTOR = Redactor(DefaultRedaction())
+
+
+def wording(question: str) -> str:
+    """A customer's question as it goes live: PII-redacted."""
+    return _REDACTOR.redact(question).text
 
 
 async def _dataset_entry(artifacts: ArtifactStore, dataset_id: str | None, entry_id: str) -> Entry | None:
@@ -45,9 +57,9 @@ async def attachable(session: AsyncSession, artifacts: ArtifactStore, answer: An
     entry = next((e for e in entries if e.entry_id == entry_id), None)
     if entry is None:
         raise NotFound("entry_not_found", f"no knowledge entry {entry_id!r} in the answer's knowledge base")
-    wording = canonical_key(answer.question)
+    key = canonical_key(wording(answer.question))
     for other in entries:
-        if other.entry_id != entry_id and wording in {canonical_key(q) for q in other.questions}:
+        if other.entry_id != entry_id and key in {canonical_key(q) for q in other.questions}:
             raise Invalid("wording_taken", f"similar_to: this question already asks entry {other.entry_id} "
                           f"({other.question}); a wording leads to one answer")  # fmt: skip
     return entry
@@ -88,7 +100,7 @@ async def stage_approval(session: AsyncSession, artifacts: ArtifactStore, flag: 
         entries = await live_entries(session, artifacts, answer.dataset_id)
         question = next((e.question for e in entries if e.entry_id == entry_id), None)
     if question is None:  # handed off, ungrounded, or the entry is gone: a new entry in the customer's words
-        question = answer.question if answer is not None else ""
+        question = wording(answer.question) if answer is not None else ""
         entry_id, action = entry_id_for(question), "add"
     else:
         action = "replace"
@@ -105,29 +117,28 @@ async def stage_similar(session: AsyncSession, artifacts: ArtifactStore, flag: F
         raise Unusable("answer_not_found", f"the answer of flag {flag.flag_id} is gone; its question is unknown")
     entry = await attachable(session, artifacts, answer, flag.similar_to)
     flag.entry_id, flag.entry_question = entry.entry_id, entry.question
+    asked = wording(answer.question)
     dataset = await _dataset_entry(artifacts, answer.dataset_id, entry.entry_id)
-    if dataset is not None and answer.question in dataset.questions:
+    if dataset is not None and asked in dataset.questions:
         flag.entry_id = None  # the FAQ itself asks it this way: nothing to add now, nothing to take off later
         return
-    if answer.question not in entry.questions:
-        await _stage(session, "similar_add", Entry(entry.entry_id, answer.question, ""), flag.flag_id)
+    if asked not in entry.questions:
+        await _stage(session, "similar_add", Entry(entry.entry_id, asked, ""), flag.flag_id)
 
 
-async def _held_by_another(session: AsyncSession, flag: Flag, wording: str) -> bool:
-    """Whether another approved or released flag attaches the same wording to the same entry."""
-    found = await session.scalar(
-        select(Flag.flag_id)
-        .join(Answer, Answer.answer_id == Flag.answer_id)
+async def _held_by_another(session: AsyncSession, flag: Flag, asked: str) -> bool:
+    """Whether another approved or released flag attaches the same (redacted) wording to the same entry."""
+    others = await session.scalars(
+        select(Answer.question)
+        .join(Flag, Answer.answer_id == Flag.answer_id)
         .where(
             Flag.similar_to == flag.similar_to,
             Flag.flag_id != flag.flag_id,
             Flag.status.in_(("approved", "released")),
             Flag.final_correction.is_(None),
-            Answer.question == wording,
         )
-        .limit(1)
-    )
-    return found is not None
+    )  # compared redacted: two customers' questions differing only in a phone number are one live wording
+    return any(wording(q) == asked for q in others)
 
 
 async def stage_withdrawal(session: AsyncSession, artifacts: ArtifactStore, flag: Flag, answer: Answer | None) -> None:
@@ -137,9 +148,9 @@ async def stage_withdrawal(session: AsyncSession, artifacts: ArtifactStore, flag
         if (
             flag.entry_id is not None
             and answer is not None
-            and not await _held_by_another(session, flag, answer.question)
+            and not await _held_by_another(session, flag, wording(answer.question))
         ):
-            await _stage(session, "similar_remove", Entry(flag.similar_to, answer.question, ""), flag.flag_id)
+            await _stage(session, "similar_remove", Entry(flag.similar_to, wording(answer.question), ""), flag.flag_id)
         flag.entry_id = flag.entry_question = None
         return
     if flag.entry_id is None or flag.entry_question is None:

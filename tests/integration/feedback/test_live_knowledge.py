@@ -236,3 +236,31 @@ async def test_a_wording_leads_to_one_answer_and_one_the_faq_has_changes_nothing
     again = await grounded_answer(fb_sessions, parent, "口令找不回来了", handoff=True, ungrounded=True)
     with pytest.raises(Invalid, match=f"already asks entry {entry.entry_id}"):
         await flag_answer(fb_sessions, store, answer_id=again, reason="x", agent="t", similar_to=other.entry_id)
+
+
+async def test_a_customers_question_goes_live_pii_redacted(
+    fb_sessions: async_sessionmaker, fb_settings: Settings
+) -> None:
+    store, parent, entry = await faq_entry(fb_sessions, fb_settings)
+    # Two customers, the same words but their own phone numbers: one live wording, with neither number in it.
+    views = []
+    for number in ("13812345678", "13987654321"):
+        question = f"手机{number}收不到找回密码的短信"
+        answer_id = await grounded_answer(fb_sessions, parent, question, handoff=True, ungrounded=True)
+        view = await flag_answer(fb_sessions, store, answer_id=answer_id, reason="同一问题", agent="t",
+                                 similar_to=entry.entry_id)  # fmt: skip
+        await review_flag(fb_sessions, store, view.flag_id, action="approve", reviewer="admin")
+        views.append(view)
+    redacted = "手机[PHONE]收不到找回密码的短信"
+    assert await updates(fb_sessions) == [("similar_add", entry.entry_id, redacted, "")]
+    # the first agent's flag is rejected: the other approved flag still attaches the same (redacted) wording
+    await review_flag(fb_sessions, store, views[0].flag_id, action="reject", reviewer="admin")
+    assert await updates(fb_sessions) == [("similar_add", entry.entry_id, redacted, "")]
+
+    # a handed-off question with an e-mail address becomes a new entry without it
+    handed = await grounded_answer(fb_sessions, parent, "发票寄到 li.si@example.com 可以吗", handoff=True)
+    view = await flag_answer(fb_sessions, store, answer_id=handed, reason="转人工了", agent="t",
+                             correction="电子发票会发送到您在「发票信息」里填写的邮箱。")  # fmt: skip
+    await review_flag(fb_sessions, store, view.flag_id, action="approve", reviewer="admin")
+    action, entry_id, question, _ = (await updates(fb_sessions))[-1]
+    assert (action, question) == ("add", "发票寄到 [EMAIL] 可以吗") and entry_id == entry_id_for(question)
