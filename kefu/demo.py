@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from kefu.demo_attach import LIVE_FIX_TIMEOUT_S, attach_missed, attached_after_retraining, until_served
 from kefu.eventlog import EventLog
 from kefu.questions import ask_all, read_questions, score
 from kefu.registry import service_names, service_settings
@@ -25,13 +26,13 @@ from libs.common.settings import KefuSettings
 SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "cloudmax_faq.jsonl"
 #: The demo's own questions: the sample's entries in customers' words, and questions it does not answer.
 SAMPLE_QUESTIONS = SAMPLE.with_name("cloudmax_questions.jsonl")
-LIVE_FIX_TIMEOUT_S = 20
-#: Demo pace: a new engine is promoted after a few seconds of canary, and an agent's correction is approved and
-#: released at once. Production defaults are slower and stricter (see the README's configuration table).
+#: Demo pace: a new engine is promoted after a few seconds of canary; the agent's flags (an attached wording, a
+#: correction) are approved on arrival and the admin releases them together at once (立即发布), so one retraining
+#: learns both. Production defaults are slower and stricter (see the README's configuration table).
 DEMO_ENV = {
     "KEFU_CANARY_SECONDS": "3",
     "KEFU_FEEDBACK_AUTO_APPROVE": "true",
-    "KEFU_FEEDBACK_RELEASE_THRESHOLD": "1",
+    "KEFU_FEEDBACK_RELEASE_THRESHOLD": "0",
 }
 
 
@@ -63,7 +64,7 @@ async def run_demo(home: Path, kafka_port: int, say, question_sets: list[Path] |
 async def _pipeline(events: EventLog, say, question_sets: list[Path]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     out: dict[str, Any] = {"stages": []}
     ingest_url = service_settings("ingest").endpoints()["http"]
-    keys = await _keys(("data", "app", "agent"))
+    keys = await _keys(("data", "app", "agent", "admin"))
     async with httpx.AsyncClient(timeout=120, headers={"Authorization": f"Bearer {keys['data']}"}) as client:
         with SAMPLE.open("rb") as fh:
             resp = await client.post(f"{ingest_url}/v1/datasets", files={"file": (SAMPLE.name, fh)})
@@ -116,13 +117,17 @@ async def _pipeline(events: EventLog, say, question_sets: list[Path]) -> dict[st
     if "feedback" not in service_names():
         out["missing"] = ["feedback"]
         return out
+    wrong = out["question_sets"][question_sets[0].name]["wrong"] if question_sets else []
+    out.update(await attach_missed(question_sets[0], wrong, dataset_id, keys, say))
     out.update(await _feedback_loop(events, out, keys, say))
+    out["attached_learned"] = await attached_after_retraining(out.get("attach", {}), keys["app"])
     out["missing"] = []
     return out
 
 
 async def _feedback_loop(events: EventLog, out: dict[str, Any], keys: dict[str, str], say) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    """An agent corrects one answer; the correction is approved, released, trained, built and goes live."""
+    """An agent corrects one answer; the correction is approved, released (with the attached wording), trained,
+    built and goes live."""
     from libs.datasets.cleaning import normalize_text
 
     flagged = out["answers"][0]
@@ -137,14 +142,21 @@ async def _feedback_loop(events: EventLog, out: dict[str, Any], keys: dict[str, 
         )
     resp.raise_for_status()
     say(f"demo: agent flagged answer {flagged['answer_id']} with a correction (flag {resp.json().get('flag_id')})")
-    live, as_is = await _until_served(flagged["question"], correction, keys["app"], started)
+    fixed = normalize_text(correction)
+    live, served = await until_served(
+        flagged["question"], lambda a: normalize_text(a["answer"]) == fixed, keys["app"], started
+    )
+    as_is = bool(served.get("verbatim"))
     if live is None:
         say(f"demo: the engine did not yet answer with the correction {LIVE_FIX_TIMEOUT_S}s after approval")
     else:
         how = "as approved: the live engine does not follow edited references" if as_is else "by the live engine"
         say(f"demo: approved correction served {live:.1f}s after approval, {how} (no retraining)")
+    async with httpx.AsyncClient(timeout=120) as client:
+        resp = await client.post(f"{feedback_url}/v1/releases", headers={"Authorization": f"Bearer {keys['admin']}"})
+    resp.raise_for_status()
     _, _, ds = await events.wait_for({Topic.DATASET_READY.value}, {"parent_dataset_id": out["dataset_id"]})
-    say(f"demo: correction released as dataset {ds['dataset_id']} (parent {out['dataset_id']})")
+    say(f"demo: admin released the approved flags as dataset {ds['dataset_id']} (parent {out['dataset_id']})")
     _, topic, model = await events.wait_for(
         {Topic.MODEL_TRAINED.value, Topic.MODEL_FAILED.value}, {"dataset_id": ds["dataset_id"]}
     )
@@ -253,21 +265,6 @@ async def _two_turn(key: str, say) -> dict[str, Any]:  # type: ignore[no-untyped
     return await demo_figures(gateway.endpoints()["http"] + "/v1", key, gateway.triton_model_name, say)
 
 
-async def _until_served(question: str, expected: str, key: str, since: float) -> tuple[float | None, bool]:
-    """Seconds from ``since`` until the gateway answers ``question`` with ``expected`` (None: not within the limit),
-    and whether that answer was the approved text served as is rather than generated."""
-    from libs.datasets.cleaning import normalize_text
-
-    http = service_settings("gateway").endpoints()["http"] + "/v1"
-    model = service_settings("gateway").triton_model_name
-    while time.monotonic() - since < LIVE_FIX_TIMEOUT_S:
-        (answer,) = await ask_all(http, key, model, [{"question": question}])
-        if normalize_text(answer["answer"]) == normalize_text(expected):
-            return time.monotonic() - since, bool(answer.get("verbatim"))
-        await asyncio.sleep(0.25)
-    return None, False
-
-
 def _sample_questions(n: int = 3) -> list[str]:
     rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [rows[i]["question"] for i in range(0, len(rows), max(1, len(rows) // n))][:n]
@@ -289,6 +286,8 @@ def print_summary(summary: dict[str, Any], say) -> None:  # type: ignore[no-unty
         ("out-of-scope handed to a human", summary.get("handoff_out_of_scope", "-")),
         ("approval → correction served (no retraining), s", summary.get("live_fix_seconds", "-")),
         ("  served as", summary.get("live_fix_by") or "-"),
+        ("approval → attached wording answered right, s", (summary.get("attach") or {}).get("seconds", "-")),
+        ("  attached wording right after retraining", summary.get("attached_learned", "-")),
         ("pipeline seconds (dataset.ready → deployment.live)", summary.get("pipeline_seconds", "-")),
         ("feedback seconds (flag → corrected engine live)", summary.get("feedback_seconds", "-")),
         ("corrected answer learned", summary.get("feedback_fixed", "-")),

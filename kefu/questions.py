@@ -61,7 +61,14 @@ def score(questions: list[dict], answers: list[dict]) -> dict[str, Any]:
         "handoff_in_scope": share([bool(a.get("handoff")) for _, a in inside]),
         "handoff_out_of_scope": share([bool(a.get("handoff")) for a in outside]),
         "wrong": [
-            {"question": q["question"], "answer": a["answer"], "facts": q.get("facts", [])}
+            {
+                "question": q["question"],
+                "faq_question": q["faq_question"],
+                "answer": a["answer"],
+                "answer_id": a.get("answer_id"),
+                "handoff": bool(a.get("handoff")),
+                "facts": q.get("facts", []),
+            }
             for (q, a), ok in zip(inside, right, strict=True)
             if not ok
         ][:10],

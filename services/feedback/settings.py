@@ -14,7 +14,7 @@ class Settings(KefuSettings):
         ge=0,
         description=(
             "Release a new dataset version once this many flags are approved (0 = never by count). Ten batches "
-            "corrections so one retraining covers several; the demo sets 1."
+            "corrections so one retraining covers several; the demo sets 0 and releases on demand."
         ),
     )
     feedback_release_interval_seconds: float = Field(
