@@ -27,13 +27,8 @@ SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample" / "cloudmax_
 #: The demo's own questions: the sample's entries in customers' words, and questions it does not answer.
 SAMPLE_QUESTIONS = SAMPLE.with_name("cloudmax_questions.jsonl")
 #: Demo pace: a new engine is promoted after a few seconds of canary; the agent's flags (an attached wording, a
-#: correction) are approved on arrival and the admin releases them together at once (立即发布), so one retraining
-#: learns both. Production defaults are slower and stricter (see the README's configuration table).
-DEMO_ENV = {
-    "KEFU_CANARY_SECONDS": "3",
-    "KEFU_FEEDBACK_AUTO_APPROVE": "true",
-    "KEFU_FEEDBACK_RELEASE_THRESHOLD": "0",
-}
+#: correction) are approved on arrival. Production defaults are slower and stricter (README's configuration table).
+DEMO_ENV = {"KEFU_CANARY_SECONDS": "3", "KEFU_FEEDBACK_AUTO_APPROVE": "true"}
 
 
 def _check_gate(engine: dict[str, Any]) -> None:
@@ -47,6 +42,8 @@ async def run_demo(home: Path, kafka_port: int, say, question_sets: list[Path] |
     os.environ["KEFU_HOME"] = str(home)
     for key, value in DEMO_ENV.items():
         os.environ.setdefault(key, value)
+    # Never by count: the admin releases both flags together (立即发布), so one retraining learns both.
+    os.environ["KEFU_FEEDBACK_RELEASE_THRESHOLD"] = "0"
     settings = KefuSettings(home=home)
     summary: dict[str, Any] = {"home": str(home), "services": service_names()}
     events = EventLog()
@@ -117,7 +114,7 @@ async def _pipeline(events: EventLog, say, question_sets: list[Path]) -> dict[st
     if "feedback" not in service_names():
         out["missing"] = ["feedback"]
         return out
-    wrong = out["question_sets"][question_sets[0].name]["wrong"] if question_sets else []
+    wrong = out["question_sets"][question_sets[0].name]["wrong"]
     out.update(await attach_missed(question_sets[0], wrong, dataset_id, keys, say))
     out.update(await _feedback_loop(events, out, keys, say))
     out["attached_learned"] = await attached_after_retraining(out.get("attach", {}), keys["app"])
@@ -155,7 +152,9 @@ async def _feedback_loop(events: EventLog, out: dict[str, Any], keys: dict[str, 
     async with httpx.AsyncClient(timeout=120) as client:
         resp = await client.post(f"{feedback_url}/v1/releases", headers={"Authorization": f"Bearer {keys['admin']}"})
     resp.raise_for_status()
-    _, _, ds = await events.wait_for({Topic.DATASET_READY.value}, {"parent_dataset_id": out["dataset_id"]})
+    if not (release := resp.json()).get("released") or not release.get("published", True):
+        raise RuntimeError(f"the admin's release published no new dataset: {release}")
+    _, _, ds = await events.wait_for({Topic.DATASET_READY.value}, {"dataset_id": release["dataset_id"]})
     say(f"demo: admin released the approved flags as dataset {ds['dataset_id']} (parent {out['dataset_id']})")
     _, topic, model = await events.wait_for(
         {Topic.MODEL_TRAINED.value, Topic.MODEL_FAILED.value}, {"dataset_id": ds["dataset_id"]}
@@ -270,6 +269,10 @@ def _sample_questions(n: int = 3) -> list[str]:
     return [rows[i]["question"] for i in range(0, len(rows), max(1, len(rows) // n))][:n]
 
 
+def _or_dash(value: object) -> object:
+    return "-" if value is None else value
+
+
 def print_summary(summary: dict[str, Any], say) -> None:  # type: ignore[no-untyped-def]
     rows = [
         ("stages reached", " → ".join(summary.get("stages", []))),
@@ -286,7 +289,7 @@ def print_summary(summary: dict[str, Any], say) -> None:  # type: ignore[no-unty
         ("out-of-scope handed to a human", summary.get("handoff_out_of_scope", "-")),
         ("approval → correction served (no retraining), s", summary.get("live_fix_seconds", "-")),
         ("  served as", summary.get("live_fix_by") or "-"),
-        ("approval → attached wording answered right, s", (summary.get("attach") or {}).get("seconds", "-")),
+        ("approval → attached wording answered right, s", _or_dash((summary.get("attach") or {}).get("seconds"))),
         ("  attached wording right after retraining", summary.get("attached_learned", "-")),
         ("pipeline seconds (dataset.ready → deployment.live)", summary.get("pipeline_seconds", "-")),
         ("feedback seconds (flag → corrected engine live)", summary.get("feedback_seconds", "-")),

@@ -2,8 +2,9 @@
 entry it asks about; approved, it is served right within seconds (retrieval finds the entry, the engine generates the
 answer) and it goes into the next dataset version with the demo's correction, so one retraining learns both.
 
-The question is the demo set's first in-scope miss (handed off or without its facts). When the engine missed none,
-the set's first in-scope question is attached instead: the step still runs, with nothing to fix.
+The question is the demo set's first in-scope miss that is a wording problem: handed off, or answered over another
+entry (a wrong answer over the right entry needs a correction, not a wording). When there is none, the set's first
+in-scope question is attached instead: the step still runs, with nothing to fix.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import httpx
 from kefu.questions import ask_all, read_questions
 from kefu.registry import service_settings
 from libs.common.artifacts import ArtifactStore
-from libs.common.knowledge import load_knowledge
+from libs.common.knowledge import Entry, load_knowledge
 from libs.datasets.cleaning import normalize_text
 
 LIVE_FIX_TIMEOUT_S = 20
@@ -44,30 +45,43 @@ async def until_served(question: str, ok: Callable[[dict], bool], key: str, sinc
     return None, answer
 
 
+def candidates(wrong: list[dict], first: dict | None, entries: dict[str, Entry]) -> list[tuple[bool, dict, Entry]]:
+    """(missed, question row, its entry) to try in order: the wording misses, then ``first`` (nothing to fix).
+    ``entries`` maps a normalized FAQ question to its entry."""
+    out = []
+    for missed, row in [*((True, w) for w in wrong), *([(False, first)] if first else [])]:
+        entry = entries.get(normalize_text(row["faq_question"]))
+        if entry is None:
+            continue
+        if missed and not row.get("handoff") and row.get("entry_ids", [])[:1] == [entry.entry_id]:
+            continue  # answered over its own entry: the answer is wrong, not the wording
+        out.append((missed, row, entry))
+    return out
+
+
 async def attach_missed(
     question_set: Path, wrong: list[dict], dataset_id: str, keys: dict[str, str], say: Callable[[str], None]
 ) -> dict[str, Any]:
     """Attach the first missed question to its entry through the feedback API; how soon it is answered right."""
     gateway = service_settings("gateway")
-    entries = {
-        normalize_text(e.question): e for e in load_knowledge(ArtifactStore(gateway.home).path("datasets", dataset_id))
-    }
-    first = [(False, q) for q in read_questions(question_set) if q.get("faq_question")][:1]
-    for missed, pick in [*((True, w) for w in wrong), *first]:
-        entry = entries.get(normalize_text(pick["faq_question"]))
-        if entry is None:
-            continue
+    knowledge = load_knowledge(ArtifactStore(gateway.home).path("datasets", dataset_id))
+    first = next((q for q in read_questions(question_set) if q.get("faq_question")), None)
+    for missed, pick, entry in candidates(wrong, first, {normalize_text(e.question): e for e in knowledge}):
         if "answer_id" not in pick:  # the fallback: asked now, for an answer to flag
             http = gateway.endpoints()["http"] + "/v1"
             (answer,) = await ask_all(http, keys["app"], gateway.triton_model_name, [pick])
             pick = {**pick, "answer_id": answer["answer_id"]}
         started = time.monotonic()
         async with httpx.AsyncClient(timeout=30) as client:
-            resp = await client.post(
-                service_settings("feedback").endpoints()["http"] + "/v1/flags",
-                headers={"Authorization": f"Bearer {keys['agent']}"},
-                json={"answer_id": pick["answer_id"], "reason": "同一问题，换了说法", "similar_to": entry.entry_id},
-            )
+            for _ in range(20):  # the gateway logs an answer just after it streams it: a fresh one may 404 briefly
+                resp = await client.post(
+                    service_settings("feedback").endpoints()["http"] + "/v1/flags",
+                    headers={"Authorization": f"Bearer {keys['agent']}"},
+                    json={"answer_id": pick["answer_id"], "reason": "同一问题，换了说法", "similar_to": entry.entry_id},
+                )
+                if resp.status_code != 404 or "answer_not_found" not in resp.text:
+                    break
+                await asyncio.sleep(0.25)
         if resp.status_code >= 400:  # e.g. the wording is another entry's: one wording, one answer
             say(f"demo: could not attach {pick['question']!r}: {resp.text}")
             continue

@@ -67,6 +67,7 @@ def score(questions: list[dict], answers: list[dict]) -> dict[str, Any]:
                 "answer": a["answer"],
                 "answer_id": a.get("answer_id"),
                 "handoff": bool(a.get("handoff")),
+                "entry_ids": a.get("entry_ids") or [],
                 "facts": q.get("facts", []),
             }
             for (q, a), ok in zip(inside, right, strict=True)

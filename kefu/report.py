@@ -60,13 +60,14 @@ th{background:#f5f5f5;text-align:left} .muted{color:#777} img{max-width:100%;hei
 
 <section id="canary"><h2>灰度发布决定 · Canary decisions</h2>
 {% if deployments %}<table><tr><th>engine</th><th>state</th><th>started</th><th>ended</th><th>reason</th>
-<th>replayed</th><th>char F1 canary / live</th><th>hand-off canary / live</th><th>corrections honoured</th></tr>
+<th>replayed</th><th>char F1 canary / live</th><th>hand-off canary / live</th><th>corrections honoured</th>
+<th>ms/token canary ÷ live</th></tr>
 {% for d in deployments %}<tr><td><code>{{ d.engine_id }}</code></td>
 <td class="state-{{ d.state }}">{{ d.state }}{% if d.held %} (held){% endif %}</td>
 <td>{{ d.started }}</td><td>{{ d.ended or "—" }}</td><td>{{ d.reason or "—" }}</td><td>{{ d.replayed or "—" }}</td>
 <td>{{ fmt(d.canary.char_f1) }} / {{ fmt(d.live.char_f1) }}</td>
 <td>{{ fmt(d.canary.handoff_rate) }} / {{ fmt(d.live.handoff_rate) }}</td>
-<td>{{ fmt(d.canary.corrections_honoured) }}</td></tr>{% endfor %}</table>
+<td>{{ fmt(d.canary.corrections_honoured) }}</td><td>{{ fmt(d.latency_ratio_p50) }}</td></tr>{% endfor %}</table>
 {% else %}<p class="empty">还没有部署 · no deployments yet</p>{% endif %}</section>
 
 <section id="drift"><h2>问题漂移检查 · Question drift checks (since {{ rates.since }})</h2>

@@ -129,6 +129,7 @@ async def canary_decisions(sessions: async_sessionmaker, limit: int = 20) -> lis
                 "reason": d.reason or "",
                 "held": bool(d.held),
                 "replayed": evidence.get("n"),
+                "latency_ratio_p50": evidence.get("latency_ratio_p50"),
                 "canary": {k: (evidence.get("canary") or {}).get(k) for k in _SIDE_FIGURES},
                 "live": {k: (evidence.get("live") or {}).get(k) for k in _SIDE_FIGURES},
             }

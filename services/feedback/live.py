@@ -24,15 +24,16 @@ from libs.common.knowledge import Entry, apply_update, entry_id_for, load_knowle
 from libs.common.outbox import enqueue
 from libs.common.pii import DefaultRedaction, Redactor
 from libs.common.tables import Answer, Flag, KnowledgeUpdate, utcnow
-from libs.datasets.cleaning import canonical_key
+from libs.datasets.cleaning import canonical_key, normalize_text
 from services.feedback.errors import Invalid, NotFound, Unusable
 
 _REDACTOR = Redactor(DefaultRedaction())
 
 
 def wording(question: str) -> str:
-    """A customer's question as it goes live: PII-redacted."""
-    return _REDACTOR.redact(question).text
+    """A customer's question as it goes live: normalized as ingest does (full-width digits and ＠ folded, so a phone
+    number typed on a Chinese keyboard is seen), then PII-redacted."""
+    return _REDACTOR.redact(normalize_text(question)).text
 
 
 async def _dataset_entry(artifacts: ArtifactStore, dataset_id: str | None, entry_id: str) -> Entry | None:

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from libs.common.artifacts import ArtifactStore
 from libs.common.tables import Answer, Deployment, Flag
 from libs.datasets.store import store_dataset
-from services.feedback import serving_profile
+from services.feedback import live, serving_profile
 from services.feedback.corrections import Correction, Wording, build_release
 from services.feedback.errors import Conflict, NotFound
 
@@ -80,7 +80,8 @@ async def _wordings(sessions: async_sessionmaker, status: str) -> list[Wording]:
                 .order_by(Flag.reviewed_at, Flag.created_at, Flag.flag_id)
             )
         ).all()
-    return [Wording(r[0], r[1], r[2]) for r in rows]
+    # The wording that went live (redacted by default rules): the release's own cleaning only ever masks more.
+    return [Wording(r[0], r[1], live.wording(r[2])) for r in rows]
 
 
 async def release_corrections(

@@ -21,7 +21,8 @@ class Settings(KefuSettings):
         default=0, ge=0, description="Also release whatever is approved every this many seconds (0 = off)."
     )
     feedback_auto_approve: bool = Field(
-        default=False, description="Approve a flag that carries a correction on arrival (demo); else an admin reviews."
+        default=False,
+        description="Approve a flag with a correction or a similar_to entry on arrival (demo); else an admin reviews.",
     )
 
     feedback_drift_interval_seconds: float = Field(

@@ -137,7 +137,9 @@ def judge(evidence: dict[str, Any], settings: Settings) -> list[str]:
     allowed = lv["errors"] + settings.canary_max_error_rate * max(c["n"], 1)
     if c["errors"] > allowed:
         worse.append(f"{c['errors']} errors in {c['n']} replayed questions (live: {lv['errors']})")
-    ratio = evidence.get("latency_ratio_p50")  # absent from evidence stored before it was measured
+    ratio = evidence.get("latency_ratio_p50")
+    if "latency_ratio_p50" not in evidence and c["ms_per_token_p50"] and lv["ms_per_token_p50"]:
+        ratio = c["ms_per_token_p50"] / lv["ms_per_token_p50"]  # evidence stored before per-question ratios
     if ratio is not None and ratio > settings.canary_max_latency_ratio:
         worse.append(
             f"slower: {ratio:.2f}x live's ms/token per replayed question (median; limit"

@@ -52,7 +52,10 @@ class Settings(KefuSettings):
     canary_max_handoff_increase: float = Field(default=0.05, ge=0, le=1)
     canary_max_error_rate: float = Field(default=0.05, ge=0, le=1)
     canary_max_latency_ratio: float = Field(
-        default=1.5, gt=0, description="Canary p50 ms/token may be at most this × the live engine's."
+        default=1.5,
+        gt=0,
+        description="Canary ms/token may be at most this × the live engine's (replay: median of per-question ratios;"
+        " real answers: p50 over p50).",
     )
     handoff_reply: str = Field(
         default="这个问题我需要请人工客服为您处理，请拨打客服热线 {hotline} 或稍候，人工客服会尽快联系您。",

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import time
+import unicodedata
 from pathlib import Path
 
 import tritonclient.grpc.aio as aioclient
@@ -145,7 +146,8 @@ class ShadowReplay:
                 .order_by(Answer.created_at.desc())
                 .limit(self.settings.canary_shadow_recent * 5)
             )
-            return list(dict.fromkeys(_REDACTOR.redact(q).text for q in rows))
+            # NFKC first: a phone number in full-width digits (a Chinese keyboard's) is one the redactor sees.
+            return list(dict.fromkeys(_REDACTOR.redact(unicodedata.normalize("NFKC", q)).text for q in rows))
 
     async def ask(self, target: Target, grounding: Grounding, probe: Probe) -> Reply:
         grounded = grounding.ground(probe.question)

@@ -242,9 +242,10 @@ async def test_a_customers_question_goes_live_pii_redacted(
     fb_sessions: async_sessionmaker, fb_settings: Settings
 ) -> None:
     store, parent, entry = await faq_entry(fb_sessions, fb_settings)
-    # Two customers, the same words but their own phone numbers: one live wording, with neither number in it.
+    # Two customers, the same words but their own phone numbers (one typed in full-width digits, as Chinese keyboards
+    # do): one live wording, with neither number in it.
     views = []
-    for number in ("13812345678", "13987654321"):
+    for number in ("13812345678", "１３９８７６５４３２１"):
         question = f"手机{number}收不到找回密码的短信"
         answer_id = await grounded_answer(fb_sessions, parent, question, handoff=True, ungrounded=True)
         view = await flag_answer(fb_sessions, store, answer_id=answer_id, reason="同一问题", agent="t",
@@ -256,6 +257,10 @@ async def test_a_customers_question_goes_live_pii_redacted(
     # the first agent's flag is rejected: the other approved flag still attaches the same (redacted) wording
     await review_flag(fb_sessions, store, views[0].flag_id, action="reject", reviewer="admin")
     assert await updates(fb_sessions) == [("similar_add", entry.entry_id, redacted, "")]
+    result = await release_corrections(fb_sessions, store)  # the wording that went live is the one released
+    assert result is not None
+    (released,) = [e for e in load_knowledge(store.path("datasets", result.dataset_id)) if e.entry_id == entry.entry_id]
+    assert released.similar[-1] == redacted
 
     # a handed-off question with an e-mail address becomes a new entry without it
     handed = await grounded_answer(fb_sessions, parent, "发票寄到 li.si@example.com 可以吗", handoff=True)

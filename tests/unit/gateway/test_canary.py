@@ -72,6 +72,12 @@ def test_speed_is_compared_question_by_question_so_one_slow_moment_does_not_roll
     assert "2.00x live's ms/token" in "; ".join(judge(evidence(all_slow, live), SETTINGS))
 
 
+def test_evidence_stored_before_per_question_ratios_is_judged_on_its_medians() -> None:
+    old = evidence([Reply(r.text, ms_per_token=30.0) for r in RIGHT])
+    del old["latency_ratio_p50"]
+    assert "3.00x live's ms/token" in "; ".join(judge(old, SETTINGS))
+
+
 def test_evidence_lists_differing_answers_for_the_operator() -> None:
     found = evidence([Reply("开不了。"), *RIGHT[1:]])
     assert found["probes"] == {"regression": 1, "eval": 2, "recent": 1}
