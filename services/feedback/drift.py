@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import ks_2samp
 
-from libs.common.retrieval import FILLERS, tokens
+from libs.common.folding import FILLERS
+from libs.common.retrieval import tokens
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,44 @@
+"""Kinds of fact a question asks for (a price, a duration, a count) and whether a knowledge entry speaks of them.
+
+A near-domain question often shares most of its words with an entry, yet asks for what the entry never says:
+"高防IP多少钱一个月" against "遭受DDoS攻击怎么办？", "一个账号最多能创建多少个存储桶" against
+"存储桶的名称可以修改吗？".
+Lexical confidence is high for them (the words match), so retrieval alone answers them with the wrong fact; the
+kind of fact asked is the tell. Retrieval's confidence is 0 when the best entry, in none of its wordings nor its
+answer, speaks of a kind the question asks for: the question is handed off instead of answered from that entry.
+
+The words are general customer-service Chinese, not any one FAQ's. The question-side patterns are narrow (a kind is
+asked only in so many words); the entry-side ones broad (an entry that mentions days, prices or limits at all may
+answer). Both match text folded by ``libs.common.folding.fold`` (多少钱/价格/收费 → 费用, 多长时间/几天 → 多久).
+Measured on the development set and the held-out fixture: docs/benchmarks.md (session 11).
+"""
+
+from __future__ import annotations
+
+import re
+
+#: kind → (how a question asks for it, how an entry speaks of it)
+KINDS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
+    "price": (
+        re.compile("费用|要钱|付费吗|贵不贵|多贵|太贵|便宜|免费吗|单价|一年多少|一个月多少"),
+        re.compile("费用|元|免费|计费|付费|价|钱|扣|账单|折|优惠|套餐|按量|包年|包月"),
+    ),
+    "duration": (
+        re.compile("多久|几个小时|几小时|几分钟|几个工作日|什么时候能|多快|时长"),
+        re.compile("多久|小时|分钟|天|工作日|时间|秒|周|月|年|即时|立即|实时|马上|随时"),
+    ),
+    "count": (
+        re.compile("多少个|几个|上限|最多能|最少|数量|个数|多少条|几条|几台|多少台"),
+        re.compile(r"上限|最多|最少|至多|至少|数量|限制|配额|不限|无限|\d+\s*[个条台次份]"),
+    ),
+}
+
+
+def unanswered_kinds(question: str, entry_text: str) -> list[str]:
+    """The kinds of fact ``question`` asks for that ``entry_text`` (an entry's wordings and answer) never speaks
+    of, nor asks for itself (a FAQ question that asks it expects it); both already folded."""
+    return [
+        kind
+        for kind, (asks, speaks) in KINDS.items()
+        if asks.search(question) and not (speaks.search(entry_text) or asks.search(entry_text))
+    ]

@@ -1,0 +1,61 @@
+"""A question that asks for a price, a duration or a count the best entry never speaks of is not answered from it:
+retrieval's confidence is 0, so the gateway hands it off (near-domain look-alikes share the entry's words)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from libs.common.asked_kinds import unanswered_kinds
+from libs.common.folding import fold
+from libs.common.knowledge import entries_from_rows, entry
+from libs.common.retrieval import Retriever
+
+SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample" / "cloudmax_faq.jsonl"
+
+
+@pytest.fixture(scope="module")
+def sample() -> Retriever:
+    rows = [json.loads(line) for line in SAMPLE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return Retriever(entries_from_rows((r["question"], r["answer"], r.get("similar", [])) for r in rows))
+
+
+@pytest.mark.parametrize(
+    ("question", "entry_text", "unanswered"),
+    [
+        ("云监控的告警短信要额外收费吗", "在「云监控」中新建告警规则，选择指标和阈值。", ["price"]),
+        ("告警短信收费吗", "告警短信每条0.045元。", []),  # speaks of a price
+        ("备案要多久", "提交资料后管局审核，一般20个工作日内完成。", []),
+        ("专票多久能寄到", "企业认证用户可以申请增值税专用发票。", ["duration"]),
+        ("一个账号最多能建多少个存储桶", "存储桶名称创建后不可修改。", ["count"]),
+        ("一个账号最多能建多少个存储桶", "每个账号最多创建100个存储桶。", []),
+        # an entry whose own question asks for a count expects it
+        ("一个手机号能注册几个账号", "一个手机号可以注册几个账号？\n一个手机号只能注册一个账号。", []),
+        ("怎么开发票", "在「费用中心」申请开票。", []),  # asks no kind
+        ("贵公司的工作时间", "工作日 9:00-18:00。", []),  # 贵公司 is polite, not a price
+    ],
+)
+def test_a_kind_asked_but_never_spoken_of(question: str, entry_text: str, unanswered: list[str]) -> None:
+    assert unanswered_kinds(fold(question), fold(entry_text)) == unanswered
+
+
+def test_a_near_domain_look_alike_gets_no_confidence_and_a_question_the_entry_answers_keeps_it(
+    sample: Retriever,
+) -> None:
+    # The words match the alarm entry, but it says nothing of a price (development set; the held-out set is not
+    # used in tests).
+    found = sample.search("云监控的告警短信要额外收费吗", 1)
+    assert found.hits[0].entry.question == "如何设置CPU使用率告警？" and found.confidence == 0.0
+    assert sample.coverage("云监控的告警短信要额外收费吗", found.hits[0].entry) == 0.0
+    answered = sample.search("备案要等多少天", 1)
+    assert answered.hits[0].entry.question == "ICP备案需要多长时间？" and answered.confidence > 0.5
+
+
+def test_an_entry_corrected_live_to_speak_of_a_price_answers_it(sample: Retriever) -> None:
+    alarm = next(e for e in sample.entries if e.question == "如何设置CPU使用率告警？")
+    fixed = entry(alarm.question, alarm.answer + "告警短信免费，每月1000条。", alarm.similar)
+    live = sample.updated([("replace", fixed)])
+    found = live.search("云监控的告警短信要额外收费吗", 1)
+    assert found.hits[0].entry == fixed and found.confidence > 0.3
