@@ -35,6 +35,7 @@ def sample() -> Retriever:
         ("一个手机号能注册几个账号", "一个手机号可以注册几个账号？\n一个手机号只能注册一个账号。", []),
         ("怎么开发票", "在「费用中心」申请开票。", []),  # asks no kind
         ("贵公司的工作时间", "工作日 9:00-18:00。", []),  # 贵公司 is polite, not a price
+        ("我有几个问题，发票怎么开", "在「费用中心」申请开票。", []),  # a few questions, not a count
     ],
 )
 def test_a_kind_asked_but_never_spoken_of(question: str, entry_text: str, unanswered: list[str]) -> None:
