@@ -50,6 +50,7 @@ SYNONYMS = {
     # Words the one-character folds above must leave alone (longest match wins).
     "切换": "切换", "兑换": "兑换", "交换": "交换", "转换": "转换", "替换": "替换", "换货": "换货",
     "退出": "退出", "退回": "退回", "退款": "退款", "退货": "退货",
+    "这几天": "这几天", "前几天": "前几天", "过几天": "过几天", "最近几天": "最近几天",  # not a duration asked
 }  # fmt: skip
 _SYNONYM = re.compile("|".join(sorted(map(re.escape, SYNONYMS), key=len, reverse=True)))
 

@@ -101,7 +101,7 @@ class Hit:
 @dataclass(frozen=True)
 class Retrieval:
     hits: list[Hit]
-    confidence: float  # 0..1: how much of the question the best entry accounts for
+    confidence: float  # 0..1: how much of the question the best entry accounts for (0: asks what it never says)
 
 
 class Retriever:

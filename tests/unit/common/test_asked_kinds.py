@@ -36,6 +36,13 @@ def sample() -> Retriever:
         ("怎么开发票", "在「费用中心」申请开票。", []),  # asks no kind
         ("贵公司的工作时间", "工作日 9:00-18:00。", []),  # 贵公司 is polite, not a price
         ("我有几个问题，发票怎么开", "在「费用中心」申请开票。", []),  # a few questions, not a count
+        ("欠费几个小时会停机", "欠费后资源保留24小时。", []),  # hours: a duration, not a count
+        ("实例到期后数据最多能保留多久", "到期后数据保留7天。", []),
+        ("SDK支持哪几个编程语言", "支持Java、Python和Go。", []),  # which ones, not how many
+        ("云硬盘数据存几个副本", "数据采用三副本存储。", []),  # a count in Chinese numerals
+        ("这几天一直登不上，忘记密码了怎么办", "在登录页点击「忘记密码」重置。", []),  # 这几天: no duration asked
+        ("在费用中心哪里下载电子发票", "在「费用中心」-「发票管理」下载。", []),  # the console section, not a price
+        ("费用中心能看到代金券的价格吗", "在「费用中心」查看代金券。", ["price"]),
     ],
 )
 def test_a_kind_asked_but_never_spoken_of(question: str, entry_text: str, unanswered: list[str]) -> None:
