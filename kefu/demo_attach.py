@@ -17,18 +17,13 @@ from typing import Any
 
 import httpx
 
-from kefu.questions import ask_all, read_questions
+from kefu.questions import answered_right, ask_all, read_questions
 from kefu.registry import service_settings
 from libs.common.artifacts import ArtifactStore
 from libs.common.knowledge import Entry, load_knowledge
 from libs.datasets.cleaning import normalize_text
 
 LIVE_FIX_TIMEOUT_S = 20
-
-
-def answered_right(facts: list[str]) -> Callable[[dict], bool]:
-    """The question sets' rule: not handed off, and every fact in the answer."""
-    return lambda answer: not answer.get("handoff") and all(f in answer["answer"] for f in facts)
 
 
 async def until_served(question: str, ok: Callable[[dict], bool], key: str, since: float) -> tuple[float | None, dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,16 @@ async def ask_all(base_url: str, key: str, model: str, questions: list[dict], co
         return await asyncio.gather(*(one(client, row) for row in questions))
 
 
+def answered_right(facts: list[str]) -> Callable[[dict], bool]:
+    """An in-scope answer is right when it was not handed off and holds every fact."""
+    return lambda answer: not answer.get("handoff") and all(f in answer["answer"] for f in facts)
+
+
 def score(questions: list[dict], answers: list[dict]) -> dict[str, Any]:
     """Paraphrase accuracy and hand-off rates of one question set (None where the set has no such questions)."""
     inside = [(q, a) for q, a in zip(questions, answers, strict=True) if q.get("faq_question")]
     outside = [a for q, a in zip(questions, answers, strict=True) if not q.get("faq_question")]
-    right = [not a.get("handoff") and all(f in a["answer"] for f in q.get("facts", [])) for q, a in inside]
+    right = [answered_right(q.get("facts", []))(a) for q, a in inside]
 
     def share(flags: list[bool]) -> float | None:
         return round(sum(flags) / len(flags), 3) if flags else None

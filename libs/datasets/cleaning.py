@@ -25,6 +25,7 @@ import re
 import unicodedata
 from collections import Counter
 
+from libs.common.pii import DefaultRedaction, Redactor
 from libs.datasets.options import IngestOptions
 from libs.datasets.records import QAPair
 
@@ -175,3 +176,13 @@ def filter_pair(pair: QAPair, options: IngestOptions) -> tuple[QAPair | None, st
             return None, "answer_too_long"
         return QAPair(question, pair.input, cut, pair.similar), None
     return pair, None
+
+
+_CUSTOMER_REDACTOR = Redactor(DefaultRedaction())
+
+
+def redact_customer_text(text: str) -> str:
+    """A customer's words as they may leave the answer log (live knowledge, shadow replays, serving profiles):
+    normalized as ingest normalizes (full-width digits and ＠ folded, so a phone number typed on a Chinese keyboard
+    is seen), then PII-redacted by the default rules. A dataset release redacts again by its own rules."""
+    return _CUSTOMER_REDACTOR.redact(normalize_text(text)).text

@@ -22,18 +22,9 @@ from libs.common.artifacts import ArtifactStore
 from libs.common.events import KnowledgeUpdated
 from libs.common.knowledge import Entry, apply_update, entry_id_for, load_knowledge
 from libs.common.outbox import enqueue
-from libs.common.pii import DefaultRedaction, Redactor
 from libs.common.tables import Answer, Flag, KnowledgeUpdate, utcnow
-from libs.datasets.cleaning import canonical_key, normalize_text
+from libs.datasets.cleaning import canonical_key, redact_customer_text
 from services.feedback.errors import Invalid, NotFound, Unusable
-
-_REDACTOR = Redactor(DefaultRedaction())
-
-
-def wording(question: str) -> str:
-    """A customer's question as it goes live: normalized as ingest does (full-width digits and ＠ folded, so a phone
-    number typed on a Chinese keyboard is seen), then PII-redacted."""
-    return _REDACTOR.redact(normalize_text(question)).text
 
 
 async def _dataset_entry(artifacts: ArtifactStore, dataset_id: str | None, entry_id: str) -> Entry | None:
@@ -58,7 +49,7 @@ async def attachable(session: AsyncSession, artifacts: ArtifactStore, answer: An
     entry = next((e for e in entries if e.entry_id == entry_id), None)
     if entry is None:
         raise NotFound("entry_not_found", f"no knowledge entry {entry_id!r} in the answer's knowledge base")
-    key = canonical_key(wording(answer.question))
+    key = canonical_key(redact_customer_text(answer.question))
     for other in entries:
         if other.entry_id != entry_id and key in {canonical_key(q) for q in other.questions}:
             raise Invalid("wording_taken", f"similar_to: this question already asks entry {other.entry_id} "
@@ -101,7 +92,7 @@ async def stage_approval(session: AsyncSession, artifacts: ArtifactStore, flag: 
         entries = await live_entries(session, artifacts, answer.dataset_id)
         question = next((e.question for e in entries if e.entry_id == entry_id), None)
     if question is None:  # handed off, ungrounded, or the entry is gone: a new entry in the customer's words
-        question = wording(answer.question) if answer is not None else ""
+        question = redact_customer_text(answer.question) if answer is not None else ""
         entry_id, action = entry_id_for(question), "add"
     else:
         action = "replace"
@@ -118,7 +109,7 @@ async def stage_similar(session: AsyncSession, artifacts: ArtifactStore, flag: F
         raise Unusable("answer_not_found", f"the answer of flag {flag.flag_id} is gone; its question is unknown")
     entry = await attachable(session, artifacts, answer, flag.similar_to)
     flag.entry_id, flag.entry_question = entry.entry_id, entry.question
-    asked = wording(answer.question)
+    asked = redact_customer_text(answer.question)
     dataset = await _dataset_entry(artifacts, answer.dataset_id, entry.entry_id)
     if dataset is not None and asked in dataset.questions:
         flag.entry_id = None  # the FAQ itself asks it this way: nothing to add now, nothing to take off later
@@ -139,7 +130,7 @@ async def _held_by_another(session: AsyncSession, flag: Flag, asked: str) -> boo
             Flag.final_correction.is_(None),
         )
     )  # compared redacted: two customers' questions differing only in a phone number are one live wording
-    return any(wording(q) == asked for q in others)
+    return any(redact_customer_text(q) == asked for q in others)
 
 
 async def stage_withdrawal(session: AsyncSession, artifacts: ArtifactStore, flag: Flag, answer: Answer | None) -> None:
@@ -149,9 +140,10 @@ async def stage_withdrawal(session: AsyncSession, artifacts: ArtifactStore, flag
         if (
             flag.entry_id is not None
             and answer is not None
-            and not await _held_by_another(session, flag, wording(answer.question))
+            and not await _held_by_another(session, flag, redact_customer_text(answer.question))
         ):
-            await _stage(session, "similar_remove", Entry(flag.similar_to, wording(answer.question), ""), flag.flag_id)
+            removed = Entry(flag.similar_to, redact_customer_text(answer.question), "")
+            await _stage(session, "similar_remove", removed, flag.flag_id)
         flag.entry_id = flag.entry_question = None
         return
     if flag.entry_id is None or flag.entry_question is None:

@@ -22,8 +22,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from libs.common.artifacts import ArtifactStore
 from libs.common.tables import Answer, Deployment, Flag
+from libs.datasets.cleaning import redact_customer_text
 from libs.datasets.store import store_dataset
-from services.feedback import live, serving_profile
+from services.feedback import serving_profile
 from services.feedback.corrections import Correction, Wording, build_release
 from services.feedback.errors import Conflict, NotFound
 
@@ -81,7 +82,7 @@ async def _wordings(sessions: async_sessionmaker, status: str) -> list[Wording]:
             )
         ).all()
     # The wording that went live (redacted by default rules): the release's own cleaning only ever masks more.
-    return [Wording(r[0], r[1], live.wording(r[2])) for r in rows]
+    return [Wording(r[0], r[1], redact_customer_text(r[2])) for r in rows]
 
 
 async def release_corrections(

@@ -23,8 +23,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from libs.common.pii import DefaultRedaction, Redactor
 from libs.common.tables import Answer, utcnow
+from libs.datasets.cleaning import redact_customer_text
 from services.feedback import drift_check
 
 PROFILE_FILE = "serving_profile.json"  # the trainer reads the same name (services/trainer/serving_profile.py)
@@ -32,7 +32,6 @@ SCHEMA_VERSION = 1
 WINDOW_DAYS = 30.0  # a month: enough answers for a p99, recent enough to be today's traffic
 MAX_ANSWERS = 50_000  # newest answers of the window summarised at most
 TOP_CLUSTERS = 10
-_REDACTOR = Redactor(DefaultRedaction())
 
 
 def percentiles(values: Sequence[int]) -> dict[str, int]:
@@ -46,9 +45,9 @@ def percentiles(values: Sequence[int]) -> dict[str, int]:
 
 def redact_cluster(cluster: dict[str, Any]) -> dict[str, Any]:
     """A cluster as it may leave the database: counts and redacted wordings, no answer ids."""
-    examples = list(dict.fromkeys(_REDACTOR.redact(q).text for q in cluster.get("examples") or []))
+    examples = list(dict.fromkeys(redact_customer_text(q) for q in cluster.get("examples") or []))
     return {
-        "question": _REDACTOR.redact(cluster["question"]).text,
+        "question": redact_customer_text(cluster["question"]),
         "count": cluster["count"],
         "handed_off": cluster["handed_off"],
         "flagged": cluster["flagged"],

@@ -17,7 +17,6 @@ import asyncio
 import json
 import logging
 import time
-import unicodedata
 from pathlib import Path
 
 import tritonclient.grpc.aio as aioclient
@@ -25,16 +24,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from libs.common.artifacts import ArtifactStore
-from libs.common.pii import DefaultRedaction, Redactor
 from libs.common.tables import Answer, Deployment, utcnow
 from libs.common.triton_stream import stream_answer
+from libs.datasets.cleaning import redact_customer_text
 from services.gateway.canary import Probe, Reply, compare
 from services.gateway.knowledge import Grounding, Knowledge
 from services.gateway.routing import Router, Target
 from services.gateway.settings import Settings
 
 log = logging.getLogger("kefu.gateway.shadow")
-_REDACTOR = Redactor(DefaultRedaction())
 WARM_UP = 3  # questions asked of both engines, unmeasured, before the replay
 
 
@@ -146,8 +144,7 @@ class ShadowReplay:
                 .order_by(Answer.created_at.desc())
                 .limit(self.settings.canary_shadow_recent * 5)
             )
-            # NFKC first: a phone number in full-width digits (a Chinese keyboard's) is one the redactor sees.
-            return list(dict.fromkeys(_REDACTOR.redact(unicodedata.normalize("NFKC", q)).text for q in rows))
+            return list(dict.fromkeys(redact_customer_text(q) for q in rows))
 
     async def ask(self, target: Target, grounding: Grounding, probe: Probe) -> Reply:
         grounded = grounding.ground(probe.question)

@@ -9,6 +9,7 @@ from libs.datasets.cleaning import (
     filter_pair,
     is_non_text,
     normalize_text,
+    redact_customer_text,
     truncate_at_sentence,
 )
 from libs.datasets.options import IngestOptions
@@ -139,3 +140,11 @@ def test_overlong_answer_truncates_at_sentence_end_when_asked() -> None:
     assert kept.output == "第一句话。"
     # No sentence end inside the limit: dropped even in truncate mode.
     assert filter_pair(QAPair("问题？", "", "没有句号的一段很长很长很长的话"), opts) == (None, "answer_too_long")
+
+
+def test_a_customers_words_are_normalized_then_redacted_wherever_they_leave_the_answer_log() -> None:
+    # Full-width digits and ＠ (a Chinese keyboard's) are masked as their ASCII forms are; redacting twice changes
+    # nothing, so a release that redacts again keeps the live wording.
+    once = redact_customer_text("手机１３８１２３４５６７８收不到短信，邮箱 ｚｈａｎｇ＠ｑｑ．ｃｏｍ")
+    assert once == "手机[PHONE]收不到短信，邮箱 [EMAIL]"
+    assert redact_customer_text(once) == once
