@@ -69,11 +69,11 @@ async def index(request: Request) -> HTMLResponse:
 
 @functools.lru_cache(maxsize=16)
 def _questions_of(dataset_dir: Path) -> dict[str, str]:
-    """entry id → question of a dataset version (versions never change, so this is read once each)."""
-    try:
-        return {e.entry_id: e.question for e in load_knowledge(dataset_dir)}
-    except (OSError, ValueError):  # an unreadable version: the form shows entry ids instead
-        return {}
+    """entry id → question of a dataset version (versions never change, so this is read once each). Raises when
+    the version cannot be read; a failure is not cached, so the next page view reads it again."""
+    if not dataset_dir.is_dir():  # load_knowledge reads a missing version as empty, which must not be cached
+        raise FileNotFoundError(f"dataset version {dataset_dir} is not in the artifact store")
+    return {e.entry_id: e.question for e in load_knowledge(dataset_dir)}
 
 
 async def _entry_questions(request: Request, rows: list[answers.AnswerRow]) -> dict[str, str]:
@@ -81,7 +81,10 @@ async def _entry_questions(request: Request, rows: list[answers.AnswerRow]) -> d
     artifacts = request.app.state.runtime.artifacts
     found: dict[str, str] = {}
     for dataset_id in {r.dataset_id for r in rows if r.dataset_id and r.entry_ids}:
-        found.update(await asyncio.to_thread(_questions_of, artifacts.path("datasets", dataset_id)))
+        try:
+            found.update(await asyncio.to_thread(_questions_of, artifacts.path("datasets", dataset_id)))
+        except (OSError, ValueError):  # unreadable for now: the form shows entry ids instead
+            continue
     return found
 
 

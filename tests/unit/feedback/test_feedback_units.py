@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from starlette.requests import Request
@@ -167,3 +168,15 @@ def test_flag_card_escapes_user_text_and_offers_only_possible_actions() -> None:
     released = templates.get_template("_flag.html").render(flag=_flag(status="released", released_dataset_id="ds-9"))
     assert "<form" not in released and "ds-9" in released
     assert _flag().to_json()["created_at"] == "2026-01-01T00:00:00+00:00"
+
+
+def test_the_consoles_entry_questions_are_read_again_after_a_failed_read(tmp_path: Path) -> None:
+    from libs.common.knowledge import KNOWLEDGE_FILE, entries_from_rows, to_jsonl
+    from services.feedback.web import _questions_of
+
+    version = tmp_path / "ds-late"
+    with pytest.raises(OSError):
+        _questions_of(version)  # not there yet (a version still being copied in)
+    version.mkdir()
+    (version / KNOWLEDGE_FILE).write_bytes(to_jsonl(entries_from_rows([("如何申请发票？", "在费用中心申请。")])))
+    assert list(_questions_of(version).values()) == ["如何申请发票？"]  # the failure was not cached
