@@ -33,6 +33,8 @@ KINDS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
         ),
         re.compile(
             r"上限|最多|最少|至多|至少|数量|限制|配额|不限|无限|(\d+|[两三四五六七八九十百千万]+)\s*[个条台次份种副类项]"
+            # a list of three or more (A、B和C): "你们有几个地域" is answered by naming them
+            r"|、[^，。；、]{1,12}(、|和|及|以及)"
         ),
     ),
 }

@@ -102,6 +102,9 @@ class Hit:
 class Retrieval:
     hits: list[Hit]
     confidence: float  # 0..1: how much of the question the best entry accounts for (0: asks what it never says)
+    #: The kinds of fact (``asked_kinds``: price, duration, count) the question asks for and the best entry never
+    #: speaks of; non-empty means confidence 0 for that reason, not for low coverage.
+    unspoken: tuple[str, ...] = ()
 
 
 class Retriever:
@@ -199,9 +202,9 @@ class Retriever:
         # A question that asks for a price, a duration or a count the best entry never speaks of is not answered
         # from it (asked_kinds). Taking the next entry that does speak of it instead answered no more in-scope
         # questions of the development set and fewer out-of-scope ones were handed off (0.75 -> 0.72).
-        unspoken = _asks_unspoken(question, ranked[0][1])
+        unspoken = self.unspoken(question, ranked[0][1])
         confidence = 0.0 if unspoken else _coverage(self._content(question), ranked[0][2])
-        return Retrieval([Hit(e, s) for s, e, _ in ranked], confidence)
+        return Retrieval([Hit(e, s) for s, e, _ in ranked], confidence, unspoken)
 
     def _content(self, question: str) -> dict[str, float]:
         """A question's characters and ASCII words, filler words ("怎么", "请问") left out, each weighted by its
@@ -225,10 +228,15 @@ class Retriever:
         """The information-weighted share of ``question``'s characters that ``entry`` (its best wording, with its
         answer) contains: ``confidence``'s measure, for an entry chosen by other means (a conversation's earlier
         turn)."""
-        if _asks_unspoken(question, entry):
+        if self.unspoken(question, entry):
             return 0.0
         content = self._content(question)
         return max(_coverage(content, terms) for terms in self._wording_terms(entry))
+
+    @staticmethod
+    def unspoken(question: str, entry: Entry) -> tuple[str, ...]:
+        """The kinds of fact (price, duration, count) ``question`` asks for and ``entry`` never speaks of."""
+        return tuple(unanswered_kinds(fold(question), _entry_text(entry)))
 
     def _wording_terms(self, entry: Entry) -> list[frozenset[str]] | list[Counter[str]]:
         """The indexed terms of each wording of ``entry``: from the index or the overlay when it is theirs."""
@@ -248,11 +256,6 @@ class Retriever:
             for t, w in weights.items()
             if counts[t]
         )
-
-
-def _asks_unspoken(question: str, entry: Entry) -> bool:
-    """Whether ``question`` asks for a kind of fact (price, duration, count) ``entry`` never speaks of."""
-    return bool(unanswered_kinds(fold(question), _entry_text(entry)))
 
 
 @functools.lru_cache(maxsize=4096)

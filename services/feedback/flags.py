@@ -241,6 +241,9 @@ class Unanswered:
     confidence: float | None
     dataset_id: str | None
     created_at: datetime
+    #: The kinds of fact asked (price, duration, count) that the closest entry never mentions: a figure to add to
+    #: that entry rather than a new one. Empty: handed off because no entry covered the question.
+    unspoken_kinds: tuple[str, ...] = ()
 
 
 async def list_unanswered(sessions: async_sessionmaker, *, limit: int = 100) -> list[Unanswered]:
@@ -255,7 +258,10 @@ async def list_unanswered(sessions: async_sessionmaker, *, limit: int = 100) -> 
     )
     async with sessions() as session:
         rows = (await session.scalars(query)).all()
-    return [Unanswered(a.answer_id, a.question, a.confidence, a.dataset_id, a.created_at) for a in rows]
+    return [
+        Unanswered(a.answer_id, a.question, a.confidence, a.dataset_id, a.created_at, tuple(a.unspoken_kinds or ()))
+        for a in rows
+    ]
 
 
 async def count_approved(session: AsyncSession) -> int:

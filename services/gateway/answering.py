@@ -142,8 +142,8 @@ class Answerer:
         else:
             grounded = grounding.ground(question)
         if grounded.confidence is not None:
-            row.update(entry_ids=grounded.entry_ids, retrieval_scores=grounded.scores,
-                       confidence=grounded.confidence, handoff=grounded.handoff)  # fmt: skip
+            row.update(entry_ids=grounded.entry_ids, retrieval_scores=grounded.scores, confidence=grounded.confidence,
+                       handoff=grounded.handoff, unspoken_kinds=list(grounded.unspoken) or None)  # fmt: skip
         if row.get("handoff"):
             metrics.HANDOFFS.labels(target.state).inc()
             deltas: AsyncIterator[Delta] = fixed_deltas(self.settings.handoff_text(), logprobs is not None)

@@ -139,4 +139,5 @@ def ground(grounding: Grounding, question: str, previous: str) -> Grounded:
         handoff=handoff,
         context=grounded_context("", [(h.question, h.answer) for h in hits]),
         verbatim=grounding.verbatim(hits[0], handoff),
+        unspoken=retriever.unspoken(question, hits[0]) if handoff else (),
     )

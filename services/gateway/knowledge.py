@@ -46,6 +46,8 @@ class Grounded:
     handoff: bool
     context: str  # the references block for the engine's ``context`` input ("" when none)
     verbatim: str | None = None  # the approved text to serve as is (an update the engine cannot follow), or None
+    #: Why a hand-off had confidence 0: the kinds of fact asked that the best entry never speaks of (price, …).
+    unspoken: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class Grounding:
             handoff=handoff,
             context=grounded_context("", [(h.entry.question, h.entry.answer) for h in found.hits]),
             verbatim=self.verbatim(found.hits[0].entry if found.hits else None, handoff),
+            unspoken=found.unspoken,
         )
 
 

@@ -88,9 +88,20 @@ async def test_an_out_of_scope_question_is_handed_to_a_human(grounded: RunningGa
     assert "人工客服" in text and grounded.settings.handoff_hotline in text
     row = await answer_row(grounded, body["id"])
     assert row.handoff is True and row.answer == text and row.confidence < THRESHOLD
+    assert row.unspoken_kinds is None  # low coverage, not a figure the entry lacks
     async with httpx.AsyncClient() as client:
         metrics = (await client.get(grounded.http.removesuffix("/v1") + "/metrics")).text
     assert 'kefu_gateway_handoffs_total{route="live"}' in metrics
+
+
+async def test_a_question_for_a_figure_its_entry_never_gives_is_handed_off_and_the_log_says_why(
+    grounded: RunningGateway,
+) -> None:
+    # The refund entry is the right topic but says nothing of how long a refund takes: an agent adds the figure.
+    body = await ask(grounded, "退款多久能到账")
+    assert body["kefu"]["handoff"] is True and body["kefu"]["entry_ids"][0] == entry_id_for("如何申请退款？")
+    row = await answer_row(grounded, body["id"])
+    assert row.handoff is True and row.confidence == 0.0 and row.unspoken_kinds == ["duration"]
 
 
 async def test_grpc_stream_names_the_entries_on_its_last_message(grounded: RunningGateway) -> None:

@@ -43,6 +43,9 @@ def sample() -> Retriever:
         ("这几天一直登不上，忘记密码了怎么办", "在登录页点击「忘记密码」重置。", []),  # 这几天: no duration asked
         ("在费用中心哪里下载电子发票", "在「费用中心」-「发票管理」下载。", []),  # the console section, not a price
         ("费用中心能看到代金券的价格吗", "在「费用中心」查看代金券。", ["price"]),
+        # a list answers how many by naming them; two items joined by 和 are not yet a list
+        ("你们有几个地域可以选", "目前提供华北（北京）、华东（上海）、华南（广州）和中国香港等地域。", []),
+        ("有几个机房可以选", "目前提供北京和上海机房。", ["count"]),
     ],
 )
 def test_a_kind_asked_but_never_spoken_of(question: str, entry_text: str, unanswered: list[str]) -> None:
@@ -56,9 +59,11 @@ def test_a_near_domain_look_alike_gets_no_confidence_and_a_question_the_entry_an
     # used in tests).
     found = sample.search("云监控的告警短信要额外收费吗", 1)
     assert found.hits[0].entry.question == "如何设置CPU使用率告警？" and found.confidence == 0.0
+    assert found.unspoken == ("price",)  # the reason, for the answer log and the review page
     assert sample.coverage("云监控的告警短信要额外收费吗", found.hits[0].entry) == 0.0
     answered = sample.search("备案要等多少天", 1)
     assert answered.hits[0].entry.question == "ICP备案需要多长时间？" and answered.confidence > 0.5
+    assert answered.unspoken == ()
 
 
 def test_an_entry_corrected_live_to_speak_of_a_price_answers_it(sample: Retriever) -> None:
@@ -66,4 +71,4 @@ def test_an_entry_corrected_live_to_speak_of_a_price_answers_it(sample: Retrieve
     fixed = entry(alarm.question, alarm.answer + "告警短信免费，每月1000条。", alarm.similar)
     live = sample.updated([("replace", fixed)])
     found = live.search("云监控的告警短信要额外收费吗", 1)
-    assert found.hits[0].entry == fixed and found.confidence > 0.3
+    assert found.hits[0].entry == fixed and found.confidence > 0.3 and found.unspoken == ()
