@@ -69,7 +69,7 @@ def prepare(
         epochs, budget = budget_epochs(config, len(train_rows), len(train_rows))
         return Prepared(list(train_rows), splits, None, epochs, budget)
     retriever = Retriever(entries)
-    mix = grounding.Mix(config.retrieval_k, config.rewrites_per_row, config.gold_absent, config.edited, config.shuffled)
+    mix = grounding.Mix.of(config)
     train_set = grounding.training_rows(train_rows, retriever, mix, config.seed, rewrites_only=eval_rows)
     served = {
         name: [grounding.serving_row(r.instruction, r.input, r.output, retriever, config.retrieval_k) for r in rows]

@@ -23,6 +23,7 @@ from libs.common.knowledge import Entry, entry_id_for
 from libs.common.prompting import grounded_context
 from libs.common.retrieval import Retriever
 from services.trainer import augment
+from services.trainer.config import TrainConfig
 from services.trainer.data import FaqRow
 
 _DIGIT = re.compile(r"\d")
@@ -52,13 +53,17 @@ OUT_OF_SCOPE_PROBES = (
 
 @dataclass(frozen=True)
 class Mix:
-    """How training rows are made (defaults: ``TrainConfig``'s)."""
+    """How training rows are made: ``TrainConfig``'s knobs of the same names (``of``), where their defaults live."""
 
-    k: int = 1
-    rewrites_per_row: int = 2
-    gold_absent: float = 0.03
-    edited: float = 0.05
-    shuffled: float = 0.3
+    k: int
+    rewrites_per_row: int
+    gold_absent: float
+    edited: float
+    shuffled: float
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> Mix:
+        return cls(config.retrieval_k, config.rewrites_per_row, config.gold_absent, config.edited, config.shuffled)
 
 
 def references(hits: Sequence[Entry]) -> list[tuple[str, str]]:

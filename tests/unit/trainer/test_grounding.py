@@ -38,7 +38,7 @@ def references_of(row: FaqRow) -> list[str]:
 
 
 def test_every_row_is_grounded_and_answers_change_only_in_edited_rows(retriever: Retriever) -> None:
-    mix = grounding.Mix(k=2, rewrites_per_row=2, gold_absent=0.2, edited=0.3)
+    mix = grounding.Mix(k=2, rewrites_per_row=2, gold_absent=0.2, edited=0.3, shuffled=0.3)
     rows = grounding.training_rows(ROWS, retriever, mix, seed=0)
     assert len(rows) == len(ROWS) * 3
     answers = {a for _, a in FAQ}
@@ -64,7 +64,7 @@ def test_every_row_is_grounded_and_answers_change_only_in_edited_rows(retriever:
 
 
 def test_eval_entries_are_learnt_through_rewrites_only(retriever: Retriever) -> None:
-    mix = grounding.Mix(k=2, rewrites_per_row=2, gold_absent=0.0, edited=0.0)
+    mix = grounding.Mix(k=2, rewrites_per_row=2, gold_absent=0.0, edited=0.0, shuffled=0.3)
     rows = grounding.training_rows(ROWS[:4], retriever, mix, seed=0, rewrites_only=ROWS[4:])
     assert len(rows) == len(ROWS) * 3  # as many rows per eval entry as per trained one
     questions = {r.instruction for r in rows}
@@ -89,7 +89,7 @@ def test_a_question_the_rules_cannot_change_still_gets_its_rewrites() -> None:
 
 
 def test_rows_are_reproducible_from_the_seed(retriever: Retriever) -> None:
-    mix = grounding.Mix()
+    mix = grounding.Mix.of(TrainConfig())
     assert grounding.training_rows(ROWS, retriever, mix, 7) == grounding.training_rows(ROWS, retriever, mix, 7)
     assert grounding.training_rows(ROWS, retriever, mix, 7) != grounding.training_rows(ROWS, retriever, mix, 8)
 
@@ -156,7 +156,7 @@ def test_prepare_grounds_every_split_and_records_the_budget() -> None:
 def test_similar_questions_take_the_place_of_rule_rewrites() -> None:
     similar = {"如何申请退款？": ["钱怎么退回来", "不想要了能退吗", "退订入口"], "有没有免费试用？": ["能白嫖一台吗"]}
     entries = entries_from_rows((q, a, similar.get(q, [])) for q, a in FAQ)
-    mix = grounding.Mix(k=2, rewrites_per_row=2, gold_absent=0.0, edited=0.0)
+    mix = grounding.Mix(k=2, rewrites_per_row=2, gold_absent=0.0, edited=0.0, shuffled=0.3)
     rows = grounding.training_rows(ROWS[:4], Retriever(entries), mix, seed=0, rewrites_only=ROWS[4:])
     assert len(rows) == len(ROWS) * 3  # the same rows per entry: the budget is per entry, not per wording
     for question, wordings in similar.items():
