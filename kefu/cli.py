@@ -91,7 +91,8 @@ def demo(
     """Run the whole loop on the embedded stack with the bundled sample, timed, and print a summary."""
     import time
 
-    from kefu.demo import print_summary, run_demo
+    from kefu.demo import run_demo
+    from kefu.demo_summary import print_summary
 
     root = home or _settings().home / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = asyncio.run(run_demo(root, kafka_port, say=lambda s: print(s, flush=True), question_sets=questions))
