@@ -33,11 +33,21 @@ KINDS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
         ),
         re.compile(
             r"上限|最多|最少|至多|至少|数量|限制|配额|不限|无限|(\d+|[两三四五六七八九十百千万]+)\s*[个条台次份种副类项]"
-            # a list of three or more (A、B和C): "你们有几个地域" is answered by naming them
-            r"|、[^，。；、]{1,12}(、|和|及|以及)"
         ),
     ),
 }
+
+# "你们有几个地域可以选" is answered by naming them: a list of three or more (A、B和C, folded text: ASCII commas) in an
+# entry that names what is counted (…和中国香港等地域). Not a limit (最多能建多少个存储桶): a list of billing items or
+# steps says nothing of one.
+_HOW_MANY = re.compile(r"(?:几个|几种|多少个|多少种)([\u4e00-\u9fff]{2})")
+_LIMIT = re.compile("上限|最多|最少|至多|至少|数量|配额|个数")
+_LIST = re.compile(r"、[^,;。、\n]{1,12}(?:、|和|以及|及(?!时))")
+
+
+def _named_in_a_list(question: str, entry_text: str) -> bool:
+    counted = _HOW_MANY.search(question)
+    return bool(counted and counted.group(1) in entry_text and not _LIMIT.search(question) and _LIST.search(entry_text))
 
 
 def unanswered_kinds(question: str, entry_text: str) -> list[str]:
@@ -46,5 +56,7 @@ def unanswered_kinds(question: str, entry_text: str) -> list[str]:
     return [
         kind
         for kind, (asks, speaks) in KINDS.items()
-        if asks.search(question) and not (speaks.search(entry_text) or asks.search(entry_text))
+        if asks.search(question)
+        and not (speaks.search(entry_text) or asks.search(entry_text))
+        and not (kind == "count" and _named_in_a_list(question, entry_text))
     ]

@@ -253,7 +253,7 @@ class Answer(Base):
     ungrounded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # Why a retrieval hand-off had confidence 0: the kinds of fact the question asks for (price, duration, count;
     # libs.common.asked_kinds) that its best entry never speaks of. None: handed off for low coverage, or answered.
-    unspoken_kinds: Mapped[list | None] = mapped_column(JSON)
+    unspoken_kinds: Mapped[list | None] = mapped_column(JSON(none_as_null=True))  # SQL NULL, not JSON null
 
 
 class Deployment(Base):

@@ -85,7 +85,7 @@ class Grounding:
             handoff=handoff,
             context=grounded_context("", [(h.entry.question, h.entry.answer) for h in found.hits]),
             verbatim=self.verbatim(found.hits[0].entry if found.hits else None, handoff),
-            unspoken=found.unspoken,
+            unspoken=found.unspoken if handoff else (),  # a bar of 0 answers even these
         )
 
 

@@ -43,9 +43,13 @@ def sample() -> Retriever:
         ("这几天一直登不上，忘记密码了怎么办", "在登录页点击「忘记密码」重置。", []),  # 这几天: no duration asked
         ("在费用中心哪里下载电子发票", "在「费用中心」-「发票管理」下载。", []),  # the console section, not a price
         ("费用中心能看到代金券的价格吗", "在「费用中心」查看代金券。", ["price"]),
-        # a list answers how many by naming them; two items joined by 和 are not yet a list
+        # a list of what is counted answers how many by naming them; two items joined by 和 are not yet a list
         ("你们有几个地域可以选", "目前提供华北（北京）、华东（上海）、华南（广州）和中国香港等地域。", []),
         ("有几个机房可以选", "目前提供北京和上海机房。", ["count"]),
+        ("SDK有几个版本", "支持Java、Python、Go和Node.js。", ["count"]),  # a list, but not of versions
+        # a list of billing items says nothing of a limit
+        ("对象存储最多能建多少个存储桶", "按存储容量、请求次数和外网下行流量计费，存储桶内…", ["count"]),
+        ("要放行几个端口", "请检查安全组、防火墙是否及时放行端口。", ["count"]),  # 及时 joins no list
     ],
 )
 def test_a_kind_asked_but_never_spoken_of(question: str, entry_text: str, unanswered: list[str]) -> None:

@@ -17,7 +17,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table('answers', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('unspoken_kinds', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('unspoken_kinds', sa.JSON(none_as_null=True), nullable=True))
 
 
 def downgrade() -> None:
