@@ -8,14 +8,15 @@ scores as its best wording. Each query n-gram weighs by its information in gener
 its two characters'), so a match on 发票 counts for more than one on 这里.
 
 ``confidence`` (the hand-off measure; the gateway hands off below a threshold calibrated per dataset,
-``calibrate_threshold``) is the share of the question's characters and ASCII words found in the best entry's best
-wording, filler words left out, each weighted by its information in general Chinese (−log p(character) from the
-word frequencies in jieba's dictionary) times its idf over the entries. A customer's own words are mostly everyday
-ones ("密码死活想不起来"): missing 死, 活, 想 costs little, while an out-of-scope question's unmatched words (红烧肉,
-股票) are rare and cost much; the idf factor keeps words found in most entries (the company's name) from vouching
-for a question. It is 0 when the question asks for a price, a duration or a count that the best entry never speaks
-of (``asked_kinds``). Text is folded first (``folding``: everyday variants, filler words). What each choice measured
-on the sample FAQ: docs/benchmarks.md ("Grounded answers").
+``calibrate_threshold``) is the share of the question's characters and ASCII words found in the best entry (in any
+of its wordings or its answer: customers mix the words of several ways to ask one thing), filler words left out,
+each weighted by its information in general Chinese (−log p(character) from the word frequencies in jieba's
+dictionary) times its idf over the entries. A customer's own words are mostly everyday ones ("密码死活想不起来"):
+missing 死, 活, 想 costs little, while an out-of-scope question's unmatched words (红烧肉, 股票) are rare and cost
+much; the idf factor keeps words found in most entries (the company's name) from vouching for a question. It is 0
+when the question asks for a price, a duration or a count that the best entry never speaks of (``asked_kinds``).
+Text is folded first (``folding``: everyday variants, filler words). What each choice measured on the sample FAQ:
+docs/benchmarks.md ("Grounded answers").
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ PARAMS = {
     "b": 0.75,
     "question_weight": 2,
     "method": "lucene",
-    "confidence": "char-information-coverage",
+    "confidence": "char-information-coverage-of-entry",
     "term_weight": "char-information",
     "asked_kinds": "price+duration+count",
 }
@@ -127,14 +128,16 @@ class Retriever:
                 owner.append(i)
         self._owner = np.asarray(owner, dtype=np.int64)
         self._first_doc = np.searchsorted(self._owner, np.arange(len(self._base)))
-        self._sets = [frozenset(d) for d in docs]
+        doc_sets = [frozenset(d) for d in docs]
         # Confidence weighs a word by its idf over entries (an entry with many wordings does not make its words
-        # look common); ranking, like bm25s, by its idf over wordings, which overlay entries are scored with too.
+        # look common) and counts a word found in any of the entry's wordings or its answer; ranking, like bm25s,
+        # weighs by idf over wordings, which overlay entries are scored with too.
         entry_sets: list[set[str]] = [set() for _ in self._base]
-        for i, terms in zip(owner, self._sets, strict=True):
+        for i, terms in zip(owner, doc_sets, strict=True):
             entry_sets[i] |= terms
+        self._terms_of = [frozenset(terms) for terms in entry_sets]
         self._idf, self._unseen_idf = _idf(Counter(t for terms in entry_sets for t in terms), len(self._base))
-        self._doc_idf, self._doc_unseen_idf = _idf(Counter(t for terms in self._sets for t in terms), len(docs))
+        self._doc_idf, self._doc_unseen_idf = _idf(Counter(t for terms in doc_sets for t in terms), len(docs))
         self._k1, self._b = k1, b
         self._avg_len = sum(map(len, docs)) / max(1, len(docs)) or 1.0
         self._bm25 = bm25s.BM25(k1=k1, b=b)
@@ -146,7 +149,8 @@ class Retriever:
 
         self._position = {e.entry_id: i for i, e in enumerate(self._base)}
         self._hidden = np.zeros(len(self._base), dtype=bool)
-        self._overlay: dict[str, tuple[Entry, list[tuple[Counter[str], int]]]] = {}
+        # entry id → (the entry as changed, (term counts, length) of each of its wordings, all its terms)
+        self._overlay: dict[str, tuple[Entry, list[tuple[Counter[str], int]], frozenset[str]]] = {}
         self.entries = list(self._base)
 
     def __len__(self) -> int:
@@ -165,12 +169,13 @@ class Retriever:
             view._overlay.pop(changed.entry_id, None)
             if after is not None:
                 docs = [_document(q, after.answer) for q in after.questions]
-                view._overlay[after.entry_id] = (after, [(Counter(d), len(d)) for d in docs])
+                terms = frozenset(t for d in docs for t in d)
+                view._overlay[after.entry_id] = (after, [(Counter(d), len(d)) for d in docs], terms)
         view.entries = [
             view._overlay[e.entry_id][0] if e.entry_id in view._overlay else e
             for i, e in enumerate(self._base)
             if not view._hidden[i] or e.entry_id in view._overlay
-        ] + [entry for eid, (entry, _) in view._overlay.items() if eid not in self._position]
+        ] + [entry for eid, (entry, _, _) in view._overlay.items() if eid not in self._position]
         return view
 
     def _current(self, entry_id: str, position: int | None) -> Entry | None:
@@ -181,7 +186,7 @@ class Retriever:
     def search(self, question: str, k: int = 3) -> Retrieval:
         """The ``k`` best entries for ``question`` (fewer if the base is smaller or nothing matches)."""
         weights = weighted_tokens(question)
-        ranked: list[tuple[float, Entry, frozenset[str] | Counter[str]]] = []
+        ranked: list[tuple[float, Entry, frozenset[str]]] = []
         known = {t: w for t, w in weights.items() if t in self._idf}
         if self._base and known:
             per_doc = self._weighted_scores(known)
@@ -189,13 +194,9 @@ class Retriever:
             if self._hidden.any():
                 scores = np.where(self._hidden, 0.0, scores)
             top = np.argpartition(-scores, min(k, len(scores)) - 1)[:k]
-            for i in top:
-                start = self._first_doc[i]
-                best = start + int(np.argmax(per_doc[start : start + len(self._base[i].questions)]))
-                ranked.append((float(scores[i]), self._base[i], self._sets[best]))
-        for entry, docs in self._overlay.values():
-            score, counts = max(((self._score(weights, c, n), c) for c, n in docs), key=lambda x: x[0])
-            ranked.append((score, entry, counts))
+            ranked += [(float(scores[i]), self._base[i], self._terms_of[i]) for i in top]
+        for entry, docs, terms in self._overlay.values():
+            ranked.append((max(self._score(weights, c, n) for c, n in docs), entry, terms))
         ranked = sorted((r for r in ranked if r[0] > 0), key=lambda r: -r[0])[:k]
         if not ranked:
             return Retrieval([], 0.0)
@@ -225,28 +226,26 @@ class Retriever:
         return self._terms[:, ids] @ np.fromiter(weights.values(), dtype=np.float64, count=len(weights))
 
     def coverage(self, question: str, entry: Entry) -> float:
-        """The information-weighted share of ``question``'s characters that ``entry`` (its best wording, with its
+        """The information-weighted share of ``question``'s characters that ``entry`` (any of its wordings, or its
         answer) contains: ``confidence``'s measure, for an entry chosen by other means (a conversation's earlier
         turn)."""
         if self.unspoken(question, entry):
             return 0.0
-        content = self._content(question)
-        return max(_coverage(content, terms) for terms in self._wording_terms(entry))
+        return _coverage(self._content(question), self._entry_terms(entry))
 
     @staticmethod
     def unspoken(question: str, entry: Entry) -> tuple[str, ...]:
         """The kinds of fact (price, duration, count) ``question`` asks for and ``entry`` never speaks of."""
         return tuple(unanswered_kinds(fold(question), _entry_text(entry)))
 
-    def _wording_terms(self, entry: Entry) -> list[frozenset[str]] | list[Counter[str]]:
-        """The indexed terms of each wording of ``entry``: from the index or the overlay when it is theirs."""
+    def _entry_terms(self, entry: Entry) -> frozenset[str]:
+        """The indexed terms of all wordings of ``entry``: from the index or the overlay when it is theirs."""
         if entry.entry_id in self._overlay and self._overlay[entry.entry_id][0] == entry:
-            return [counts for counts, _ in self._overlay[entry.entry_id][1]]
+            return self._overlay[entry.entry_id][2]
         position = self._position.get(entry.entry_id)
         if position is not None and self._base[position] == entry:
-            start = int(self._first_doc[position])
-            return self._sets[start : start + len(entry.questions)]
-        return [frozenset(_document(q, entry.answer)) for q in entry.questions]
+            return self._terms_of[position]
+        return frozenset(t for q in entry.questions for t in _document(q, entry.answer))
 
     def _score(self, weights: dict[str, float], counts: Counter[str], length: int) -> float:
         """Weighted BM25 (Lucene variant, as bm25s) of one overlay document with the base's statistics."""
@@ -269,7 +268,7 @@ def _idf(df: Counter[str], n: int) -> tuple[dict[str, float], float]:
     return {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}, math.log(1 + (n + 0.5) / 0.5)
 
 
-def _coverage(content: dict[str, float], doc: frozenset[str] | Counter[str]) -> float:
+def _coverage(content: dict[str, float], doc: frozenset[str]) -> float:
     total = sum(content.values())
     return sum(w for t, w in content.items() if t in doc) / total if total else 0.0
 
