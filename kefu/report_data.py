@@ -4,7 +4,7 @@ SQLAlchemy."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from libs.common.tables import Answer, Deployment, Flag, Model, utcnow
 from services.feedback import drift_history
 
+#: Why an answer was handed off, as ``engine_rates`` counts it.
+HANDOFF_REASONS = ("low_coverage", "unspoken_kind", "answer_check")
 EVAL_METRICS = ("train_exact_match", "paraphrase_exact_match", "handoff_rate_in_scope")
 _WHEN = "%Y-%m-%d %H:%M"  # UTC, as the page says
 MAX_ANSWERS = 200_000  # newest answers aggregated at most (a month of a busy bot; minutes of SQL otherwise)
@@ -76,12 +78,22 @@ async def model_versions(sessions: async_sessionmaker, limit: int = 10) -> list[
 
 
 async def engine_rates(sessions: async_sessionmaker, days: int = 30, now: datetime | None = None) -> dict[str, Any]:
-    """Per engine and UTC day: answers, hand-off rate and flag rate (answers an agent flagged / answers)."""
+    """Per engine and UTC day: answers, hand-off rate and flag rate (answers an agent flagged / answers); per engine,
+    why its answers were handed off (``handoffs``): low retrieval coverage, a price/duration/count the best entry never
+    gives (``unspoken_kind``: add the figure to that entry), or the answer check (the engine's answer was not drawn
+    from its references)."""
     since = (now or utcnow()) - timedelta(days=days)
     async with sessions() as session:
         rows = (
             await session.execute(
-                select(Answer.answer_id, Answer.engine_id, Answer.created_at, Answer.handoff)
+                select(
+                    Answer.answer_id,
+                    Answer.engine_id,
+                    Answer.created_at,
+                    Answer.handoff,
+                    Answer.ungrounded,
+                    Answer.unspoken_kinds,
+                )
                 .where(Answer.created_at >= since)
                 .order_by(Answer.created_at.desc())
                 .limit(MAX_ANSWERS)
@@ -89,7 +101,11 @@ async def engine_rates(sessions: async_sessionmaker, days: int = 30, now: dateti
         ).all()
         flagged = set(await session.scalars(select(Flag.answer_id).where(Flag.created_at >= since)))
     cells: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])  # answers, handed off, flagged
+    why: dict[str, Counter[str]] = defaultdict(Counter)
     for r in rows:
+        if r.handoff:
+            reason = "answer_check" if r.ungrounded else "unspoken_kind" if r.unspoken_kinds else "low_coverage"
+            why[r.engine_id or "?"][reason] += 1
         cell = cells[(r.engine_id or "?", r.created_at.date().isoformat())]
         cell[0] += 1
         cell[1] += bool(r.handoff)
@@ -102,6 +118,7 @@ async def engine_rates(sessions: async_sessionmaker, days: int = 30, now: dateti
             "answers": sum(p["answers"] for p in points),
             "handoff_rate": sum(p["handoff_rate"] * p["answers"] for p in points) / sum(p["answers"] for p in points),
             "flag_rate": sum(p["flag_rate"] * p["answers"] for p in points) / sum(p["answers"] for p in points),
+            "handoffs": {reason: why[engine][reason] for reason in HANDOFF_REASONS},
         }
         for engine, points in series.items()
     }

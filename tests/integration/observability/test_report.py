@@ -69,6 +69,10 @@ async def _seed(url: str) -> None:
                                 answer="回答",
                                 engine_id=engine_id,
                                 handoff=k % handoff_every == 0,
+                                # eng-b's hand-offs (k = 0, 2, 4, 6): a figure the entry lacks, the answer check,
+                                # low coverage twice
+                                unspoken_kinds=["price"] if engine_id == "eng-b" and k == 0 else None,
+                                ungrounded=engine_id == "eng-b" and k == 2,
                                 created_at=now - timedelta(days=day, hours=1),
                             )
                         )
@@ -167,6 +171,8 @@ def test_report_renders_every_section_in_chromium(home: Path, tmp_path: Path, br
     assert "mdl-a" in evaluation and "0.610" in evaluation and "0.950" in evaluation
     rates = browser.find_element(By.ID, "rates").text
     assert "eng-a" in rates and "25.0%" in rates and "50.0%" in rates and "12.5%" in rates
+    rows = {r.text.split()[0]: r.text for r in browser.find_elements(By.CSS_SELECTOR, "#rates tr")[1:]}
+    assert rows["eng-b"].endswith("6 / 3 / 3") and rows["eng-a"].endswith("6 / 0 / 0")  # why, over 3 days
     canary = browser.find_element(By.ID, "canary").text
     assert "rolled_back" in canary and "char_f1 0.61 < live 0.74" in canary and "0.610 / 0.740" in canary
     drift = browser.find_element(By.ID, "drift").text
