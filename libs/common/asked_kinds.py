@@ -1,4 +1,5 @@
-"""Kinds of fact a question asks for (a price, a duration, a count) and whether a knowledge entry speaks of them.
+"""Kinds of fact a question asks for (a price, a duration, a count, the opposite of an operation) and whether a
+knowledge entry speaks of them.
 
 A near-domain question often shares most of its words with an entry, yet asks for what the entry never says:
 "高防IP多少钱一个月" against "遭受DDoS攻击怎么办？", "一个账号最多能创建多少个存储桶" against
@@ -10,12 +11,15 @@ answer, speaks of a kind the question asks for: the question is handed off inste
 The words are general customer-service Chinese, not any one FAQ's. The question-side patterns are narrow (a kind is
 asked only in so many words); the entry-side ones broad (an entry that mentions days, prices or limits at all may
 answer). Both match text folded by ``libs.common.folding.fold`` (多少钱/价格/收费 → 费用, 多长时间/几天 → 多久).
-Measured on the development set and the held-out fixture: docs/benchmarks.md (session 11).
+Measured on the development set and the held-out fixture: docs/benchmarks.md (sessions 11 and 12).
 """
 
 from __future__ import annotations
 
+import functools
 import re
+
+from libs.common.folding import fold
 
 #: kind → (how a question asks for it, how an entry speaks of it)
 KINDS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
@@ -53,10 +57,40 @@ def _named_in_a_list(question: str, entry_text: str) -> bool:
 def unanswered_kinds(question: str, entry_text: str) -> list[str]:
     """The kinds of fact ``question`` asks for that ``entry_text`` (an entry's wordings and answer) never speaks
     of, nor asks for itself (a FAQ question that asks it expects it); both already folded."""
-    return [
+    kinds = [
         kind
         for kind, (asks, speaks) in KINDS.items()
         if asks.search(question)
         and not (speaks.search(entry_text) or asks.search(entry_text))
         and not (kind == "count" and _named_in_a_list(question, entry_text))
     ]
+    return [*kinds, "opposite"] if _asks_the_opposite(question, entry_text) else kinds
+
+
+#: Every kind ``unanswered_kinds`` may name.
+ALL_KINDS = (*KINDS, "opposite")
+
+# An operation and its opposite: a question about one that reaches an entry speaking only of the other (域名转出 →
+# 如何把域名转入, 内网带宽 → 公网带宽怎么计费) asks what the entry does not answer. General customer-service pairs,
+# not one FAQ's; folded as the texts are (关掉 → 关闭).
+OPPOSITES = (
+    ("开启", "关闭"), ("开通", "关闭"), ("打开", "关闭"), ("启用", "停用"), ("绑定", "解绑"), ("转入", "转出"),
+    ("充值", "提现"), ("上传", "下载"), ("升级", "降级"), ("升配", "降配"), ("挂载", "卸载"), ("添加", "删除"),
+    ("增加", "减少"), ("加入", "退出"), ("入方向", "出方向"), ("内网", "公网"), ("主账号", "子账号"),
+)  # fmt: skip
+
+
+@functools.cache
+def _opposites() -> dict[str, frozenset[str]]:
+    out: dict[str, set[str]] = {}
+    for a, b in OPPOSITES:
+        out.setdefault(fold(a), set()).add(fold(b))
+        out.setdefault(fold(b), set()).add(fold(a))
+    return {word: frozenset(others) for word, others in out.items()}
+
+
+def _asks_the_opposite(question: str, entry_text: str) -> bool:
+    return any(
+        word in question and word not in entry_text and any(o in entry_text for o in others)
+        for word, others in _opposites().items()
+    )

@@ -14,7 +14,8 @@ each weighted by its information in general Chinese (−log p(character) from th
 dictionary) times its idf over the entries. A customer's own words are mostly everyday ones ("密码死活想不起来"):
 missing 死, 活, 想 costs little, while an out-of-scope question's unmatched words (红烧肉, 股票) are rare and cost
 much; the idf factor keeps words found in most entries (the company's name) from vouching for a question. It is 0
-when the question asks for a price, a duration or a count that the best entry never speaks of (``asked_kinds``).
+when the question asks for a price, a duration or a count that the best entry never speaks of, or for the opposite
+operation of the one it describes (转出 against 转入; ``asked_kinds``).
 Text is folded first (``folding``: everyday variants, filler words). What each choice measured on the sample FAQ:
 docs/benchmarks.md ("Grounded answers").
 """
@@ -49,7 +50,7 @@ PARAMS = {
     "method": "lucene",
     "confidence": "char-information-coverage-of-entry",
     "term_weight": "char-information",
-    "asked_kinds": "price+duration+count",
+    "asked_kinds": "price+duration+count+opposite",
 }
 
 
@@ -103,8 +104,8 @@ class Hit:
 class Retrieval:
     hits: list[Hit]
     confidence: float  # 0..1: how much of the question the best entry accounts for (0: asks what it never says)
-    #: The kinds of fact (``asked_kinds``: price, duration, count) the question asks for and the best entry never
-    #: speaks of; non-empty means confidence 0 for that reason, not for low coverage.
+    #: The kinds of fact (``asked_kinds``: price, duration, count, opposite) the question asks for and the best
+    #: entry never speaks of; non-empty means confidence 0 for that reason, not for low coverage.
     unspoken: tuple[str, ...] = ()
 
 
@@ -235,7 +236,7 @@ class Retriever:
 
     @staticmethod
     def unspoken(question: str, entry: Entry) -> tuple[str, ...]:
-        """The kinds of fact (price, duration, count) ``question`` asks for and ``entry`` never speaks of."""
+        """The kinds of fact (price, duration, count, opposite) ``question`` asks for and ``entry`` never speaks of."""
         return tuple(unanswered_kinds(fold(question), _entry_text(entry)))
 
     def _entry_terms(self, entry: Entry) -> frozenset[str]:

@@ -251,8 +251,8 @@ class Answer(Base):
     # A hand-off by the answer check (services/gateway/opening_check.py): retrieval found an entry but the engine's
     # answer was not drawn from it. The question IS covered, so it is no unanswered question and no out-of-scope probe.
     ungrounded: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    # Why a retrieval hand-off had confidence 0: the kinds of fact the question asks for (price, duration, count;
-    # libs.common.asked_kinds) that its best entry never speaks of. None: handed off for low coverage, or answered.
+    # Why a retrieval hand-off had confidence 0: the kinds of fact the question asks for (price, duration, count,
+    # opposite; libs.common.asked_kinds) that its best entry never speaks of. None: low coverage, or answered.
     unspoken_kinds: Mapped[list | None] = mapped_column(JSON(none_as_null=True))  # SQL NULL, not JSON null
 
 

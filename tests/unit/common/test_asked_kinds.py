@@ -50,6 +50,12 @@ def sample() -> Retriever:
         # a list of billing items says nothing of a limit
         ("对象存储最多能建多少个存储桶", "按存储容量、请求次数和外网下行流量计费，存储桶内…", ["count"]),
         ("要放行几个端口", "请检查安全组、防火墙是否及时放行端口。", ["count"]),  # 及时 joins no list
+        # the opposite of the operation the entry describes (development set: 内网 against 公网)
+        ("域名想转出到别的注册商", "如何把域名转入CloudMax？\n在控制台提交转入申请。", ["opposite"]),
+        ("云服务器之间的内网带宽是多少", "公网带宽怎么计费？\n按固定带宽或按使用流量计费。", ["opposite"]),
+        ("MFA怎么关掉", "怎样开启二次验证？\n在「安全设置」中开启MFA。", ["opposite"]),  # 关掉 folds to 关闭
+        ("自动续费怎么关", "如何开启自动续费？\n在「续费管理」中开启或关闭。", []),  # the entry speaks of both
+        ("怎么开启MFA", "在「安全设置」中开启MFA，不用时可关闭。", []),
     ],
 )
 def test_a_kind_asked_but_never_spoken_of(question: str, entry_text: str, unanswered: list[str]) -> None:

@@ -10,7 +10,7 @@ from typing import get_args
 import pytest
 from starlette.requests import Request
 
-from libs.common.asked_kinds import KINDS
+from libs.common.asked_kinds import ALL_KINDS
 from services.feedback import i18n
 from services.feedback.answers import OUTCOMES, AnswerPage, AnswerRow, FlagBrief, OutcomeFilter, parse_bound
 from services.feedback.errors import Invalid
@@ -32,7 +32,7 @@ def test_templates_only_use_keys_the_catalogue_has() -> None:
     for path in TEMPLATES:
         used |= set(re.findall(r"""\bt\(["'](\w+)["']\s*[,)]""", path.read_text(encoding="utf-8")))
     prefixed = {"status_": (*STATUSES, "all", "unanswered"), "no_flags_": (*STATUSES, "all")}
-    prefixed |= {"outcome_": ("answered", "handed_off", "flagged"), "lang_": i18n.LOCALES, "kind_": tuple(KINDS)}
+    prefixed |= {"outcome_": ("answered", "handed_off", "flagged"), "lang_": i18n.LOCALES, "kind_": ALL_KINDS}
     used |= {prefix + v for prefix, values in prefixed.items() for v in values}
     assert used <= set(i18n.ZH), used - set(i18n.ZH)
 

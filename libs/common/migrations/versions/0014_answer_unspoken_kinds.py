@@ -1,5 +1,5 @@
 """answer unspoken_kinds: why a retrieval hand-off had confidence 0 — the kinds of fact the question asks for
-(price, duration, count) that its best entry never speaks of
+(price, duration, count; "opposite": the opposite of the operation it describes) that its best entry never speaks of
 
 Revision ID: 0014
 Revises: 0013
