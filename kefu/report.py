@@ -53,7 +53,7 @@ th{background:#f5f5f5;text-align:left} .muted{color:#777} img{max-width:100%;hei
 <section id="rates"><h2>转人工率与标记率 · Hand-off and flag rates per engine (since {{ rates.since }})</h2>
 {% if rates_png %}<img alt="hand-off and flag rates per engine and day" src="data:image/png;base64,{{ rates_png }}">
 <table><tr><th>engine</th><th>answers</th><th>hand-off rate</th><th>flag rate</th>
-<th>hand-offs: low coverage / asked what the entry lacks / answer check</th></tr>
+<th>hand-offs: low coverage / asked what the entry does not say / answer check</th></tr>
 {% for engine, t in rates.totals.items() %}<tr><td><code>{{ engine }}</code></td><td>{{ t.answers }}</td>
 <td>{{ "%.1f%%"|format(100 * t.handoff_rate) }}</td><td>{{ "%.1f%%"|format(100 * t.flag_rate) }}</td>
 <td>{{ t.handoffs.low_coverage }} / {{ t.handoffs.unspoken_kind }} / {{ t.handoffs.answer_check }}</td></tr>

@@ -80,8 +80,8 @@ async def model_versions(sessions: async_sessionmaker, limit: int = 10) -> list[
 async def engine_rates(sessions: async_sessionmaker, days: int = 30, now: datetime | None = None) -> dict[str, Any]:
     """Per engine and UTC day: answers, hand-off rate and flag rate (answers an agent flagged / answers); per engine,
     why its answers were handed off (``handoffs``): low retrieval coverage, a price/duration/count or the opposite
-    operation the best entry never gives (``unspoken_kind``: add it to that entry), or the answer check (the engine's
-    answer was not drawn from its references)."""
+    operation the best entry never gives (``unspoken_kind``: a figure for that entry, or an entry of its own), or
+    the answer check (the engine's answer was not drawn from its references)."""
     since = (now or utcnow()) - timedelta(days=days)
     async with sessions() as session:
         rows = (

@@ -19,8 +19,6 @@ from __future__ import annotations
 import functools
 import re
 
-from libs.common.folding import fold
-
 #: kind → (how a question asks for it, how an entry speaks of it)
 KINDS: dict[str, tuple[re.Pattern[str], re.Pattern[str]]] = {
     "price": (  # 费用中心 is the console's billing section, not a price
@@ -55,8 +53,8 @@ def _named_in_a_list(question: str, entry_text: str) -> bool:
 
 
 def unanswered_kinds(question: str, entry_text: str) -> list[str]:
-    """The kinds of fact ``question`` asks for that ``entry_text`` (an entry's wordings and answer) never speaks
-    of, nor asks for itself (a FAQ question that asks it expects it); both already folded."""
+    """The kinds of fact ``question`` asks for that ``entry_text`` (an entry's wordings, its own question first, and
+    its answer) never speaks of, nor asks for itself (a FAQ question that asks it expects it); both already folded."""
     kinds = [
         kind
         for kind, (asks, speaks) in KINDS.items()
@@ -70,27 +68,37 @@ def unanswered_kinds(question: str, entry_text: str) -> list[str]:
 #: Every kind ``unanswered_kinds`` may name.
 ALL_KINDS = (*KINDS, "opposite")
 
-# An operation and its opposite: a question about one that reaches an entry speaking only of the other (域名转出 →
-# 如何把域名转入, 内网带宽 → 公网带宽怎么计费) asks what the entry does not answer. General customer-service pairs,
-# not one FAQ's; folded as the texts are (关掉 → 关闭).
+# An operation and its opposite: a question about one that reaches an entry whose own question is about the other
+# (域名转出 → 如何把域名转入, 内网带宽 → 公网带宽怎么计费) asks what the entry does not answer. General customer-service
+# pairs, not one FAQ's, written as folded text is (关掉 → 关闭); each side a pattern, so words of one meaning count as
+# one (开启/开通/打开) and longer words that merely contain one do not (办公网络, 国内网络). Only the entry's own
+# question decides: an opposite named in passing by a similar question or the answer ("不用时可关闭") is not what
+# the entry is about.
 OPPOSITES = (
-    ("开启", "关闭"), ("开通", "关闭"), ("打开", "关闭"), ("启用", "停用"), ("绑定", "解绑"), ("转入", "转出"),
-    ("充值", "提现"), ("上传", "下载"), ("升级", "降级"), ("升配", "降配"), ("挂载", "卸载"), ("添加", "删除"),
-    ("增加", "减少"), ("加入", "退出"), ("入方向", "出方向"), ("内网", "公网"), ("主账号", "子账号"),
-)  # fmt: skip
+    ("开启|开通|打开", "关闭"),
+    ("转入", "转出"),
+    ("充值", "提现"),
+    ("上传", "下载"),
+    ("挂载", "卸载"),
+    ("添加", "删除"),
+    ("增加", "减少"),
+    ("入方向", "出方向"),
+    ("(?<![国境])内网", "(?<!办)公网"),
+    ("主账号", "子账号"),
+)
 
 
 @functools.cache
-def _opposites() -> dict[str, frozenset[str]]:
-    out: dict[str, set[str]] = {}
-    for a, b in OPPOSITES:
-        out.setdefault(fold(a), set()).add(fold(b))
-        out.setdefault(fold(b), set()).add(fold(a))
-    return {word: frozenset(others) for word, others in out.items()}
+def _opposites() -> list[tuple[re.Pattern[str], re.Pattern[str]]]:
+    pairs = [(re.compile(a), re.compile(b)) for a, b in OPPOSITES]
+    return pairs + [(b, a) for a, b in pairs]
 
 
 def _asks_the_opposite(question: str, entry_text: str) -> bool:
+    """The question names one side of a pair and not the other; the entry's own question (``entry_text``'s first
+    line) names the other, and nothing of the entry names the question's."""
+    own = entry_text.split("\n", 1)[0]
     return any(
-        word in question and word not in entry_text and any(o in entry_text for o in others)
-        for word, others in _opposites().items()
+        side.search(question) and not other.search(question) and other.search(own) and not side.search(entry_text)
+        for side, other in _opposites()
     )

@@ -241,8 +241,8 @@ class Unanswered:
     confidence: float | None
     dataset_id: str | None
     created_at: datetime
-    #: The kinds of fact asked (price, duration, count, opposite) that the closest entry never mentions: a fact to
-    #: add to that entry rather than a new one. Empty: handed off because no entry covered the question.
+    #: The kinds of fact asked (price, duration, count, opposite) that the closest entry never mentions: a figure
+    #: to add to that entry, or (the opposite operation) an entry of its own. Empty: no entry covered the question.
     unspoken_kinds: tuple[str, ...] = ()
 
 

@@ -54,8 +54,14 @@ def sample() -> Retriever:
         ("域名想转出到别的注册商", "如何把域名转入CloudMax？\n在控制台提交转入申请。", ["opposite"]),
         ("云服务器之间的内网带宽是多少", "公网带宽怎么计费？\n按固定带宽或按使用流量计费。", ["opposite"]),
         ("MFA怎么关掉", "怎样开启二次验证？\n在「安全设置」中开启MFA。", ["opposite"]),  # 关掉 folds to 关闭
-        ("自动续费怎么关", "如何开启自动续费？\n在「续费管理」中开启或关闭。", []),  # the entry speaks of both
-        ("怎么开启MFA", "在「安全设置」中开启MFA，不用时可关闭。", []),
+        ("自动续费怎么关闭", "如何开启自动续费？\n在「续费管理」中开启或关闭。", []),  # the entry speaks of both
+        ("怎么开通MFA", "怎样开启二次验证？\n在「安全设置」中开启MFA，不用时可关闭。", []),  # 开通 is 开启
+        # only the entry's own question decides, and a question naming both sides asks about both
+        ("怎么开启存储桶的私有读写", "如何设置存储桶为私有读写？\n怎么关闭存储桶公开访问\n在权限中设置。", []),
+        ("充值送的代金券能提现吗", "代金券可以提现或转让吗？\n不能提现。", []),
+        # longer words that merely contain one side
+        ("办公网络连不上控制台", "不同地域之间内网通吗？\n内网不互通。", []),
+        ("国内网络访问海外节点很慢", "公网带宽怎么计费？\n按固定带宽计费。", []),
     ],
 )
 def test_a_kind_asked_but_never_spoken_of(question: str, entry_text: str, unanswered: list[str]) -> None:
