@@ -29,7 +29,7 @@ import itertools
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import bm25s
@@ -136,7 +136,7 @@ class Retriever:
         entry_sets: list[set[str]] = [set() for _ in self._base]
         for i, terms in zip(owner, doc_sets, strict=True):
             entry_sets[i] |= terms
-        self._terms_of = [frozenset(terms) for terms in entry_sets]
+        self._terms_of = [_units_of(terms) for terms in entry_sets]
         self._idf, self._unseen_idf = _idf(Counter(t for terms in entry_sets for t in terms), len(self._base))
         self._doc_idf, self._doc_unseen_idf = _idf(Counter(t for terms in doc_sets for t in terms), len(docs))
         self._k1, self._b = k1, b
@@ -170,7 +170,7 @@ class Retriever:
             view._overlay.pop(changed.entry_id, None)
             if after is not None:
                 docs = [_document(q, after.answer) for q in after.questions]
-                terms = frozenset(t for d in docs for t in d)
+                terms = _units_of(t for d in docs for t in d)
                 view._overlay[after.entry_id] = (after, [(Counter(d), len(d)) for d in docs], terms)
         view.entries = [
             view._overlay[e.entry_id][0] if e.entry_id in view._overlay else e
@@ -246,7 +246,7 @@ class Retriever:
         position = self._position.get(entry.entry_id)
         if position is not None and self._base[position] == entry:
             return self._terms_of[position]
-        return frozenset(t for q in entry.questions for t in _document(q, entry.answer))
+        return _units_of(t for q in entry.questions for t in _document(q, entry.answer))
 
     def _score(self, weights: dict[str, float], counts: Counter[str], length: int) -> float:
         """Weighted BM25 (Lucene variant, as bm25s) of one overlay document with the base's statistics."""
@@ -272,6 +272,12 @@ def _idf(df: Counter[str], n: int) -> tuple[dict[str, float], float]:
 def _coverage(content: dict[str, float], doc: frozenset[str]) -> float:
     total = sum(content.values())
     return sum(w for t, w in content.items() if t in doc) / total if total else 0.0
+
+
+def _units_of(terms: Iterable[str]) -> frozenset[str]:
+    """The characters and ASCII words among ``terms``: all that confidence looks up (``_content``), so an entry's
+    bigrams, more than half its terms, are not kept for it."""
+    return frozenset(t for t in terms if len(t) == 1 or t.isascii())
 
 
 def _document(question: str, answer: str) -> list[str]:
