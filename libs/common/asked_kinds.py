@@ -75,7 +75,7 @@ ALL_KINDS = (*KINDS, "opposite")
 # question decides: an opposite named in passing by a similar question or the answer ("不用时可关闭") is not what
 # the entry is about.
 OPPOSITES = (
-    ("开启|开通|打开", "关闭"),
+    ("开启|(?<![公展])开通|打开", "关闭"),  # not 公开通过, 展开通知
     ("转入", "转出"),
     ("充值", "提现"),
     ("上传", "下载"),

@@ -150,7 +150,7 @@ class Retriever:
 
         self._position = {e.entry_id: i for i, e in enumerate(self._base)}
         self._hidden = np.zeros(len(self._base), dtype=bool)
-        # entry id → (the entry as changed, (term counts, length) of each of its wordings, all its terms)
+        # entry id → (the entry as changed, (term counts, length) of each of its wordings, its confidence terms)
         self._overlay: dict[str, tuple[Entry, list[tuple[Counter[str], int]], frozenset[str]]] = {}
         self.entries = list(self._base)
 
@@ -240,7 +240,8 @@ class Retriever:
         return tuple(unanswered_kinds(fold(question), _entry_text(entry)))
 
     def _entry_terms(self, entry: Entry) -> frozenset[str]:
-        """The indexed terms of all wordings of ``entry``: from the index or the overlay when it is theirs."""
+        """The confidence terms of ``entry`` (``_units_of`` its wordings and answer): from the index or the overlay
+        when it is theirs."""
         if entry.entry_id in self._overlay and self._overlay[entry.entry_id][0] == entry:
             return self._overlay[entry.entry_id][2]
         position = self._position.get(entry.entry_id)
@@ -275,8 +276,9 @@ def _coverage(content: dict[str, float], doc: frozenset[str]) -> float:
 
 
 def _units_of(terms: Iterable[str]) -> frozenset[str]:
-    """The characters and ASCII words among ``terms``: all that confidence looks up (``_content``), so an entry's
-    bigrams, more than half its terms, are not kept for it."""
+    """The terms among ``terms`` that confidence can look up (``_content``: characters and ASCII words; an ASCII
+    bigram such as "apikey" is kept too, a customer may type it as one word): an entry's CJK bigrams, more than half
+    its terms, are not kept for it."""
     return frozenset(t for t in terms if len(t) == 1 or t.isascii())
 
 

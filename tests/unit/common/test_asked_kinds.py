@@ -62,6 +62,7 @@ def sample() -> Retriever:
         # longer words that merely contain one side
         ("办公网络连不上控制台", "不同地域之间内网通吗？\n内网不互通。", []),
         ("国内网络访问海外节点很慢", "公网带宽怎么计费？\n按固定带宽计费。", []),
+        ("存储桶公开通过链接能访问吗", "怎么关闭存储桶公开访问？\n在权限中关闭。", []),  # 公开通过 is no 开通
     ],
 )
 def test_a_kind_asked_but_never_spoken_of(question: str, entry_text: str, unanswered: list[str]) -> None:
