@@ -137,13 +137,9 @@ async def stage_withdrawal(session: AsyncSession, artifacts: ArtifactStore, flag
     """An approved flag is rejected after all: its entry goes back to the dataset's text (or away, if it was new);
     a similar question it attached is taken off the entry again, unless another approved flag attaches it too."""
     if flag.similar_to is not None:
-        if (
-            flag.entry_id is not None
-            and answer is not None
-            and not await _held_by_another(session, flag, redact_customer_text(answer.question))
-        ):
-            removed = Entry(flag.similar_to, redact_customer_text(answer.question), "")
-            await _stage(session, "similar_remove", removed, flag.flag_id)
+        asked = redact_customer_text(answer.question) if answer is not None else None
+        if flag.entry_id is not None and asked is not None and not await _held_by_another(session, flag, asked):
+            await _stage(session, "similar_remove", Entry(flag.similar_to, asked, ""), flag.flag_id)
         flag.entry_id = flag.entry_question = None
         return
     if flag.entry_id is None or flag.entry_question is None:

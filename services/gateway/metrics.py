@@ -62,9 +62,9 @@ ANSWERS = Counter(
 RETRIEVAL_CONFIDENCE = Histogram(
     "kefu_gateway_retrieval_confidence",
     "Retrieval confidence of each question (information-weighted share of its characters found in the best entry); "
-    "below 0.2 the question is far from every entry (an unseen topic) or asks for a price, duration or count its "
-    "best entry never mentions (0); below the engine's calibrated threshold "
-    "(~0.4 on the sample FAQ) it is handed off.",
+    "below 0.2 the question is far from every entry (an unseen topic) or asks for a price, duration, count or the "
+    "opposite operation its best entry never mentions (0; the answer log says which); below the engine's "
+    "calibrated threshold (~0.4 on the sample FAQ) it is handed off.",
     ["engine", "route"],
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
 )
