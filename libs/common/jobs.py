@@ -27,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from libs.common.tables import Job, utcnow
+from libs.common.wake import woken
 
 log = logging.getLogger("kefu.jobs")
 
@@ -196,9 +197,7 @@ async def run_worker(
     while True:
         job = await claim_next(sessions, kind, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts)
         if job is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=poll_seconds)
-            wake.clear()
+            await woken(wake, poll_seconds)
             continue
         beat = asyncio.create_task(_heartbeat(sessions, job, owner, lease_seconds), name=f"{kind}-job-{job.id}-lease")
         try:

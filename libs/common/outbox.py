@@ -8,7 +8,6 @@ just means the relay publishes on its next pass (at-least-once), and consumers' 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
@@ -23,6 +22,7 @@ from libs.common.events import Event
 from libs.common.settings import KefuSettings
 from libs.common.tables import EventLedger, OutboxMessage, ProcessedEvent, utcnow
 from libs.common.telemetry import resumed_trace, trace_headers
+from libs.common.wake import woken
 
 log = logging.getLogger("kefu.outbox")
 
@@ -135,9 +135,7 @@ async def run_relay(
                 pass
         except Exception:
             log.exception("outbox relay pass failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=poll_seconds)
-        wake.clear()
+        await woken(wake, poll_seconds)
 
 
 async def flush_outbox(settings: KefuSettings, sessions: async_sessionmaker, *, client: str) -> int | None:

@@ -7,12 +7,12 @@ re-checks the flags under a row lock, so replicas racing each other release ever
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from libs.common.broker import consumer_options
 from libs.common.events import FeedbackFlagged, Topic
 from libs.common.runtime import ServiceRuntime
+from libs.common.wake import woken
 from services.feedback.errors import FeedbackError
 from services.feedback.flags import count_approved
 from services.feedback.release import ReleaseResult, release_corrections
@@ -55,12 +55,7 @@ class ReleaseBatcher:
         interval = self.settings.feedback_release_interval_seconds or None
         self.wake.set()  # flags approved while no feedback service ran count too
         while True:
-            woke = False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=interval)
-                woke = True
-            self.wake.clear()
-            if not woke:
+            if not await woken(self.wake, interval):
                 await self._attempt(min_approved=1)
             elif threshold > 0:
                 async with self.rt.sessions() as session:
