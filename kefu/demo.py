@@ -114,7 +114,7 @@ async def _pipeline(events: EventLog, say, question_sets: list[Path]) -> dict[st
     if "feedback" not in service_names():
         out["missing"] = ["feedback"]
         return out
-    wrong = out["question_sets"][question_sets[0].name]["wrong"]
+    wrong = out["question_sets"][set_labels(question_sets)[0]]["wrong"]
     out.update(await attach_missed(question_sets[0], wrong, dataset_id, keys, say))
     out.update(await _feedback_loop(events, out, keys, say))
     out["attached_learned"] = await attached_after_retraining(out.get("attach", {}), keys["app"])
@@ -241,19 +241,25 @@ async def _question_sets(paths: list[Path], key: str, say) -> dict[str, Any]:  #
     http = service_settings("gateway").endpoints()["http"] + "/v1"
     model = service_settings("gateway").triton_model_name
     results: dict[str, Any] = {}
-    for path in paths:
+    for path, label in zip(paths, set_labels(paths), strict=True):
         questions = read_questions(path)
-        results[path.name] = score(questions, await ask_all(http, key, model, questions))
-        r = results[path.name]
+        r = results[label] = score(questions, await ask_all(http, key, model, questions))
         say(
-            f"demo: {path.name}: {r['in_scope']} in-scope answered right {r['paraphrase_accuracy']}, handed off "
+            f"demo: {label}: {r['in_scope']} in-scope answered right {r['paraphrase_accuracy']}, handed off "
             f"{r['handoff_in_scope']}; {r['out_of_scope']} out-of-scope handed off {r['handoff_out_of_scope']}"
         )
-    first = results[paths[0].name] if paths else {}
+    first = next(iter(results.values()), {})
     return {
         "question_sets": results,
         **{k: first.get(k) for k in ("paraphrase_accuracy", "handoff_in_scope", "handoff_out_of_scope")},
     }
+
+
+def set_labels(paths: list[Path]) -> list[str]:
+    """Each question set's key in the summary: its file name, with its folder where two sets share a name
+    (tests/fixtures/grounding/paraphrases.jsonl and tests/fixtures/grounding_dev/paraphrases.jsonl)."""
+    names = [p.name for p in paths]
+    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
 
 
 async def _two_turn(key: str, say) -> dict[str, Any]:  # type: ignore[no-untyped-def]

@@ -3,6 +3,9 @@ own entry (that needs a correction), else the set's first in-scope question."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from kefu.demo import set_labels
 from kefu.demo_attach import candidates
 from libs.common.knowledge import entry
 
@@ -33,3 +36,9 @@ def test_with_no_miss_the_first_in_scope_question_is_attached_and_without_one_no
     first = {"question": "发票怎么申请？", "faq_question": "如何申请发票？"}
     assert [(m, r["question"]) for m, r, _ in candidates([], first, ENTRIES)] == [(False, "发票怎么申请？")]
     assert candidates([], None, ENTRIES) == []
+
+
+def test_question_sets_sharing_a_file_name_are_told_apart_by_their_folder() -> None:
+    paths = [Path("data/sample/cloudmax_questions.jsonl"), Path("fx/grounding/p.jsonl"), Path("fx/dev/p.jsonl")]
+    assert set_labels(paths) == ["cloudmax_questions.jsonl", "grounding/p.jsonl", "dev/p.jsonl"]
+    assert set_labels(paths[:2]) == ["cloudmax_questions.jsonl", "p.jsonl"]
