@@ -52,6 +52,16 @@ class _Progress(TrainerCallback):
         self.report({"step": state.global_step, "max_steps": state.max_steps, "epoch": state.epoch, **(logs or {})})
 
 
+class JudgedSplitEarlyStopping(EarlyStoppingCallback):
+    """Early stopping that waits for the judged split's evaluation. Transformers calls ``on_evaluate`` once per eval
+    split (here heldout, then train); the stock callback printed "early stopping is disabled" for each split it does
+    not judge (five times a run), though it went on judging the other."""
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):  # type: ignore[no-untyped-def]
+        if args.metric_for_best_model in metrics:
+            super().on_evaluate(args, state, control, metrics, **kwargs)
+
+
 def build_sft_config(
     config: TrainConfig, max_length: int, work: Path, has_eval: bool, tracked: bool, epochs: float
 ) -> SFTConfig:
@@ -275,7 +285,7 @@ def _trainer(
     served = prepared.splits
     has_eval = bool(served["eval"])
     if has_eval and config.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+        callbacks.append(JudgedSplitEarlyStopping(early_stopping_patience=config.early_stopping_patience))
     peft_config = (
         LoraConfig(
             r=config.lora_r,
