@@ -170,6 +170,7 @@ async def review(
         correction=body.correction,
         note=body.note,
     )
+    rt.kick_outbox()  # an approval or withdrawal staged knowledge.updated: the gateways apply it at once
     if view.status == "approved":
         batcher.poke()
     return view.to_json()

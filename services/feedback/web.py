@@ -197,6 +197,7 @@ async def review(
         correction=correction,
         note=note,
     )
+    request.app.state.runtime.kick_outbox()  # knowledge.updated staged by an approval or withdrawal goes out now
     if view.status == "approved":
         request.app.state.batcher.poke()
     return _html(request, "_flag.html", flag=view)

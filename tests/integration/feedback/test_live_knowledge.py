@@ -3,6 +3,7 @@ the release that follows fixes the same entry in the next dataset version."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -278,3 +279,49 @@ async def test_a_customers_question_goes_live_pii_redacted(
     await review_flag(fb_sessions, store, view.flag_id, action="approve", reviewer="admin")
     action, entry_id, question, _ = (await updates(fb_sessions))[-1]
     assert (action, question) == ("add", "发票寄到 [EMAIL] 可以吗") and entry_id == entry_id_for(question)
+
+
+async def unpublished_updates(sessions: async_sessionmaker) -> int:
+    async with sessions() as session:
+        rows = await session.scalars(
+            select(OutboxMessage).where(
+                OutboxMessage.topic == "knowledge.updated", OutboxMessage.published_at.is_(None)
+            )
+        )
+        return len(rows.all())
+
+
+async def test_an_approval_is_announced_at_once_not_at_the_relays_next_poll(
+    fb_sessions: async_sessionmaker, fb_settings: Settings
+) -> None:
+    """Both review paths (API and review page) wake the outbox relay: with a poll of a minute, knowledge.updated still
+    leaves within seconds of the approval (the gateways apply corrections from it)."""
+    settings = fb_settings.model_copy(update={"outbox_poll_seconds": 60.0})
+    parent = await seed_live_dataset(fb_sessions, settings.home)
+    admin = {"X-API-Key": await add_key(fb_sessions, "admin")}
+    with serve(settings) as fb:
+        async with httpx.AsyncClient(base_url=fb.url, timeout=30) as c:
+            for question, review_path in (
+                ("能用数字人民币付款吗", "/v1/flags/{}/review"),
+                ("能开纸质收据吗", "/ui/flags/{}/review"),
+            ):
+                handed = await grounded_answer(fb_sessions, parent, question, handoff=True)
+                fix = f"{question}：请联系人工客服。"
+                assert (
+                    await c.post(f"/ui/unanswered/{handed}", data={"answer": fix}, headers=admin)
+                ).status_code == 200
+                flags = (await c.get("/v1/flags?status=open", headers=admin)).json()["flags"]
+                (flag,) = [f for f in flags if f["answer_id"] == handed]
+                body = (
+                    {"json": {"action": "approve"}}
+                    if review_path.startswith("/v1")
+                    else {"data": {"action": "approve"}}
+                )
+                reviewed = await c.post(review_path.format(flag["flag_id"]), headers=admin, **body)
+                assert reviewed.status_code == 200, reviewed.text
+                for _ in range(100):
+                    if not await unpublished_updates(fb_sessions):
+                        break
+                    await asyncio.sleep(0.05)
+                assert await unpublished_updates(fb_sessions) == 0, review_path
+    assert [u[0] for u in await updates(fb_sessions)] == ["add", "add"]
