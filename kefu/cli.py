@@ -91,8 +91,13 @@ def demo(
     """Run the whole loop on the embedded stack with the bundled sample, timed, and print a summary."""
     import time
 
-    from kefu.demo import run_demo
+    from kefu.demo import run_demo, set_labels
     from kefu.demo_summary import print_summary
+
+    try:
+        set_labels(questions or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--questions") from None
 
     root = home or _settings().home / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     summary = asyncio.run(run_demo(root, kafka_port, say=lambda s: print(s, flush=True), question_sets=questions))

@@ -256,10 +256,19 @@ async def _question_sets(paths: list[Path], key: str, say) -> dict[str, Any]:  #
 
 
 def set_labels(paths: list[Path]) -> list[str]:
-    """Each question set's key in the summary: its file name, with its folder where two sets share a name
-    (tests/fixtures/grounding/paraphrases.jsonl and tests/fixtures/grounding_dev/paraphrases.jsonl)."""
-    names = [p.name for p in paths]
-    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+    """Each question set's key in the summary: its file name, with as many of its folders as tell it from the
+    others' (grounding/paraphrases.jsonl and grounding_dev/paraphrases.jsonl). A set given twice is refused."""
+    full = [p.resolve() for p in paths]
+    if twice := sorted({str(p) for p in full if full.count(p) > 1}):
+        raise ValueError(f"a question set is given twice: {', '.join(twice)}")
+
+    def label(p: Path) -> str:
+        depth = 1
+        while any(q != p and q.parts[-depth:] == p.parts[-depth:] for q in full):
+            depth += 1
+        return "/".join(p.parts[-depth:])
+
+    return [label(p) for p in full]
 
 
 async def _two_turn(key: str, say) -> dict[str, Any]:  # type: ignore[no-untyped-def]

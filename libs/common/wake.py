@@ -1,5 +1,5 @@
-"""Sleep until poked or a period passes: the idle step of every background loop (outbox relay, job runners, the
-feedback release batcher).
+"""Sleep until poked or a period passes: the idle step of the event-woken background loops (outbox relay, job
+runners, the feedback release batcher).
 
 Not ``asyncio.wait_for(event.wait(), timeout)``: on Python 3.11 it swallows a cancellation that arrives as the event
 is set (it returns the finished wait instead of raising), so a ``while True`` loop around it never stops. A test

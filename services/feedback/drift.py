@@ -26,7 +26,7 @@ import numpy as np
 from scipy.stats import ks_2samp
 
 from libs.common.folding import FILLERS
-from libs.common.retrieval import tokens
+from libs.common.terms import tokens
 
 
 @dataclass(frozen=True)

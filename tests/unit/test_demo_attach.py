@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from kefu.demo import set_labels
 from kefu.demo_attach import candidates
 from libs.common.knowledge import entry
@@ -42,3 +44,7 @@ def test_question_sets_sharing_a_file_name_are_told_apart_by_their_folder() -> N
     paths = [Path("data/sample/cloudmax_questions.jsonl"), Path("fx/grounding/p.jsonl"), Path("fx/dev/p.jsonl")]
     assert set_labels(paths) == ["cloudmax_questions.jsonl", "grounding/p.jsonl", "dev/p.jsonl"]
     assert set_labels(paths[:2]) == ["cloudmax_questions.jsonl", "p.jsonl"]
+    assert set_labels([Path("a/x/p.jsonl"), Path("b/x/p.jsonl")]) == ["a/x/p.jsonl", "b/x/p.jsonl"]
+    assert set_labels([Path("p.jsonl")]) == ["p.jsonl"]
+    with pytest.raises(ValueError, match="given twice"):
+        set_labels([Path("fx/p.jsonl"), Path("fx/../fx/p.jsonl")])

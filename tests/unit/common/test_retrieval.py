@@ -17,7 +17,8 @@ from libs.common.knowledge import (
     read_entries,
     to_jsonl,
 )
-from libs.common.retrieval import Evidence, Retriever, _coverage, calibrate_threshold, information, tokens
+from libs.common.retrieval import Evidence, Retriever, _coverage, calibrate_threshold
+from libs.common.terms import information, tokens, units
 
 SAMPLE = Path(__file__).resolve().parents[3] / "data" / "sample" / "cloudmax_faq.jsonl"
 
@@ -293,7 +294,16 @@ def test_coverage_of_an_indexed_or_overlay_entry_equals_that_of_its_text() -> No
     for knowledge, entry in ((base, mfa), (fixed, fixed.entries[0])):
         for question in ("2fa咋搞", "安全中心在哪开启MFA", "红烧肉怎么做"):
             content = knowledge._content(question)
-            assert knowledge.coverage(question, entry) == pytest.approx(_coverage(content, Evidence.of(entry)))
+            # by hand: a wording's character counts fully, one only the answer has 1/sqrt(2) (two wordings)
+            in_wordings = {u for q in entry.questions for u in units(q)}
+            in_answer = set(units(entry.answer)) - in_wordings
+            weight = sum(w for t, w in content.items() if t in in_wordings) + sum(
+                w / math.sqrt(2) for t, w in content.items() if t in in_answer
+            )
+            assert knowledge.coverage(question, entry) == pytest.approx(weight / sum(content.values()))
+            found = knowledge.search(question, 2)
+            if found.hits and found.hits[0].entry == entry and not found.unspoken:
+                assert found.confidence == pytest.approx(knowledge.coverage(question, entry))
 
 
 def test_a_question_in_the_words_of_several_wordings_is_covered_by_them_together() -> None:
@@ -324,3 +334,5 @@ def test_a_word_only_the_answer_has_counts_less_the_more_wordings_an_entry_has()
     assert Retriever(entries_from_rows([(*reset, wordings), PORT])).search("登录密码忘了怎么找回", 1).confidence == 1.0
     evidence = Evidence.of(entries_from_rows([(*reset, wordings)])[0])
     assert evidence.answer_weight == pytest.approx(1 / math.sqrt(5)) and not evidence.answer & evidence.wordings
+    # a similar question that repeats the question is not another wording
+    assert Evidence.of(Entry("kb-1", reset[0], reset[1], (reset[0],))).answer_weight == 1.0
