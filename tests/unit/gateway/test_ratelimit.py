@@ -61,6 +61,13 @@ async def test_local_limiter_is_per_key_and_refills() -> None:
     assert await limiter.take("a", 2) == 0.0
 
 
+async def test_a_keys_first_request_is_allowed_whatever_the_clock_reads() -> None:
+    # 2118.005554 s: with the clock's fractional microseconds, (now + 60 s) - now - 60 s came out above 0
+    limiter = LocalLimiter(clock=lambda: 2118.005554)
+    assert await limiter.take("k", 1) == 0.0
+    assert await limiter.take("k", 1) > 0
+
+
 async def test_redis_unreachable_falls_back_to_the_process_limit() -> None:
     limiter = RedisLimiter(f"redis://127.0.0.1:{free_port()}/0", timeout=0.2)  # nothing listens there
     try:
