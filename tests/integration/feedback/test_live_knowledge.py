@@ -51,7 +51,9 @@ async def updates(sessions: async_sessionmaker) -> list[tuple[str, str, str, str
         rows = (await session.scalars(select(KnowledgeUpdate).order_by(KnowledgeUpdate.id))).all()
         events = [
             json.loads(m.payload)
-            for m in (await session.scalars(select(OutboxMessage).where(OutboxMessage.topic == "knowledge.updated")))
+            for m in await session.scalars(
+                select(OutboxMessage).where(OutboxMessage.topic == "knowledge.updated").order_by(OutboxMessage.id)
+            )
         ]
     assert [e["update_id"] for e in events] == [r.id for r in rows]  # every update announced, in order
     return [(r.action, r.entry_id, r.question, r.answer) for r in rows]
