@@ -114,7 +114,7 @@ async def _pipeline(events: EventLog, say, question_sets: list[Path]) -> dict[st
     if "feedback" not in service_names():
         out["missing"] = ["feedback"]
         return out
-    wrong = out["question_sets"][set_labels(question_sets)[0]]["wrong"]
+    wrong = next(iter(out["question_sets"].values()))["wrong"]  # the first set's
     out.update(await attach_missed(question_sets[0], wrong, dataset_id, keys, say))
     out.update(await _feedback_loop(events, out, keys, say))
     out["attached_learned"] = await attached_after_retraining(out.get("attach", {}), keys["app"])
